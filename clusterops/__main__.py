@@ -1,0 +1,3 @@
+from clusterops.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""The `clusterops` command. Each group lives in its own module; modules import heavy libraries lazily
+so that the Slurm hooks (prolog, epilog, health check) start fast and never import torch or boto3."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from clusterops.errors import ClusteropsError
+
+app = typer.Typer(
+    name="clusterops",
+    help="Keep an LLM pretraining run on a Slurm GPU cluster fed, healthy and recoverable.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# (module under clusterops.cli, group name, one-line help). Order is the order in --help.
+GROUPS = [
+    ("config_cmd", "config", "Show and check the effective configuration."),
+    ("slurm_cmd", "slurm", "Look at and act on Slurm nodes, jobs and reservations."),
+    ("sandbox_cmd", "sandbox", "A real local cluster (slurmctld, N slurmd, S3) for trying and testing."),
+    ("hook_cmd", "hook", "Entry points for slurm.conf: Prolog, Epilog, HealthCheckProgram."),
+]
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: str = typer.Option(
+        None, "--config", "-c", help="Config file, layered over /etc/clusterops and CLUSTEROPS_CONFIG."
+    ),
+) -> None:
+    ctx.obj = {"config_path": config}
+
+
+for _module, _name, _help in GROUPS:
+    _sub = importlib.import_module(f"clusterops.cli.{_module}").app
+    app.add_typer(_sub, name=_name, help=_help)
+
+
+def main() -> None:
+    try:
+        app()
+    except ClusteropsError as e:
+        print(f"clusterops: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("clusterops: interrupted", file=sys.stderr)
+        sys.exit(130)

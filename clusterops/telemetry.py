@@ -1,0 +1,88 @@
+"""What clusterops tells monitoring: an NDJSON event log and Prometheus textfiles (node_exporter)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clusterops.fsutil import atomic_write_text
+
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+def log_event(path: str | os.PathLike[str], kind: str, **fields: Any) -> dict[str, Any]:
+    """Append one event as a JSON line; a single O_APPEND write so concurrent writers do not interleave."""
+    event = {"ts": round(time.time(), 3), "event": kind, **fields}
+    line = (json.dumps(event, sort_keys=True, default=str) + "\n").encode()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    return event
+
+
+def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Events in order; a torn last line (a writer killed mid-write) is skipped, not fatal."""
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return out
+
+
+@dataclass
+class Metric:
+    name: str
+    help: str
+    kind: str = "gauge"  # gauge | counter
+    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+
+    def add(self, value: float, **labels: str) -> Metric:
+        self.samples.append((labels, float(value)))
+        return self
+
+
+def render_metrics(metrics: Iterable[Metric]) -> str:
+    lines = []
+    for m in metrics:
+        if not _METRIC_NAME.match(m.name):
+            raise ValueError(f"bad metric name {m.name!r}")
+        lines.append(f"# HELP {m.name} {m.help}")
+        lines.append(f"# TYPE {m.name} {m.kind}")
+        for labels, value in m.samples:
+            label_text = ",".join(f'{k}="{_escape(str(v))}"' for k, v in sorted(labels.items()))
+            lines.append(f"{m.name}{{{label_text}}} {_number(value)}" if labels else f"{m.name} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(directory: str | os.PathLike[str], name: str, metrics: Iterable[Metric]) -> Path:
+    """Write NAME.prom atomically so node_exporter never reads half a file."""
+    return atomic_write_text(Path(directory) / f"{name}.prom", render_metrics(metrics))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(int(value)) if value == int(value) and abs(value) < 1e15 else repr(value)
