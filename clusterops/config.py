@@ -19,6 +19,8 @@ from typing import Any
 
 from clusterops.errors import ConfigError
 
+# Several people edit the sections below at once: add fields only to your own section, never rename or
+# remove others', never reformat this file; read CONTRIBUTING.md before committing.
 SYSTEM_CONFIG = Path("/etc/clusterops/clusterops.toml")
 ENV_PREFIX = "CLUSTEROPS_"
 REDACTED = "***"

@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 
 # (module under clusterops.cli, group name, one-line help). Order is the order in --help.
+# Several people edit this list at once: add only your own line; read CONTRIBUTING.md (commit only your own
+# files, never `git add -A`, never reformat files that are not yours).
 GROUPS = [
     ("config_cmd", "config", "Show and check the effective configuration."),
     ("slurm_cmd", "slurm", "Look at and act on Slurm nodes, jobs and reservations."),
