@@ -68,6 +68,8 @@ class S3Section:
     max_attempts: int = 8
     multipart_chunk_mb: int = 64
     max_concurrency: int = 16
+    bandwidth_mbps: float = 0.0  # cap on checkpoint transfers, MB/s (10^6 bytes); 0: none
+    download_chunk_mb: int = 64  # ranged GET size; a cut stream resumes from the last byte received
 
 
 @dataclass
@@ -92,6 +94,10 @@ class CheckpointSection:
     s3_prefix: str = "checkpoints"
     keep_local: int = 1
     interval_s: float = 7200.0
+    keep_remote: int = 0  # newest remote checkpoints kept by `ckpt prune --remote`; 0: keep all
+    milestone_every: int = 0  # steps that are a multiple of this are never pruned remotely; 0: none
+    lag_warning_s: float = 10800.0  # `ckpt status` warns when the newest upload lags this far behind
+    lag_critical_s: float = 21600.0
 
 
 @dataclass

@@ -5,6 +5,7 @@ Imports boto3 lazily: the Slurm hook path must never pay for it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +30,26 @@ class S3Url:
         return f"s3://{self.bucket}/{self.key}"
 
 
+def endpoint_url(s3cfg: Any) -> str:
+    """The endpoint in effect: the config's, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS's ("")."""
+    return (
+        s3cfg.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3", "").strip()
+        or os.environ.get("AWS_ENDPOINT_URL", "").strip()
+    )
+
+
 def client(s3cfg: Any) -> Any:
-    """A boto3 S3 client built from a [s3] config section: bounded timeouts, standard retries."""
+    """A boto3 S3 client built from a [s3] config section: bounded timeouts, standard retries (503
+    SlowDown, resets), path-style addressing on a custom endpoint."""
     import boto3
     from botocore.config import Config as BotoConfig
 
+    endpoint = endpoint_url(s3cfg)
+    s3opts: dict[str, Any] = {"addressing_style": "path"} if endpoint else {}
+    # Integrity comes from the CRC32C each upload carries (and S3 checks), not from SigV4 hashing the
+    # body: over plain http botocore would otherwise SHA256 every byte it sends.
+    s3opts["payload_signing_enabled"] = False
     kwargs: dict[str, Any] = {
         "region_name": s3cfg.region,
         "config": BotoConfig(
@@ -41,11 +57,13 @@ def client(s3cfg: Any) -> Any:
             read_timeout=s3cfg.read_timeout_s,
             retries={"max_attempts": s3cfg.max_attempts, "mode": "standard"},
             max_pool_connections=max(10, s3cfg.max_concurrency * 2),
-            s3={"addressing_style": "path"} if s3cfg.endpoint_url else {},
+            s3=s3opts,
+            # Callers check CRC32C themselves (ranged reads carry no whole-object checksum anyway).
+            response_checksum_validation="when_required",
         ),
     }
-    if s3cfg.endpoint_url:
-        kwargs["endpoint_url"] = s3cfg.endpoint_url
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
     if s3cfg.access_key_id and s3cfg.secret_access_key:
         kwargs["aws_access_key_id"] = s3cfg.access_key_id
         kwargs["aws_secret_access_key"] = s3cfg.secret_access_key
