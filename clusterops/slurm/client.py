@@ -163,7 +163,20 @@ class SlurmClient:
         """Requeue; Slurm then holds the job PENDING for 120 s (BeginTime) unless we start it now."""
         self.cmd.scontrol("requeue", str(int(job_id)))
         if start_now:
-            self.start_now(job_id)
+            self.start_when_pending(job_id)
+
+    def start_when_pending(self, job_id: int, timeout: float = 30.0) -> None:
+        """Clear a requeued job's BeginTime hold. Slurm sets that hold only once the job has left
+        COMPLETING, and an earlier StartTime=now is overwritten, so wait for PENDING first."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.job(job_id).state == "PENDING":
+                self.start_now(job_id)
+                return
+            time.sleep(0.2)
+        raise SlurmError(f"job {job_id}: still not PENDING {timeout:g}s after requeue; StartTime not cleared")
 
     def start_now(self, job_id: int) -> None:
         self.cmd.scontrol("update", f"JobId={int(job_id)}", "StartTime=now")

@@ -1,0 +1,185 @@
+"""The Slurm client and the sandbox, against the real Slurm 22.05 cluster the sandbox runs."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from clusterops.sandbox.cluster import Sandbox
+from clusterops.slurm import SlurmClient, SlurmUnavailable
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture
+def client(sandbox):
+    sb, env = sandbox
+    return SlurmClient(env["SLURM_CONF"], timeout=10)
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.25):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"{what}: not within {timeout:g}s (last: {last!r})")
+
+
+def job_finished(client, job_id):
+    return client.job(job_id).state in ("COMPLETED", "FAILED", "CANCELLED", "NODE_FAIL", "TIMEOUT")
+
+
+def test_four_idle_nodes_with_own_addresses(client):
+    nodes = client.nodes()
+    assert [n.name for n in nodes] == ["node1", "node2", "node3", "node4"]
+    assert all(n.state == "idle" and n.usable for n in nodes)
+    assert len({n.address for n in nodes}) == 4
+
+
+def test_two_node_job_runs_srun_on_both_nodes(client, tmp_path):
+    out = tmp_path / "hostname.out"
+    job_id = client.submit(["-N", "2", "-o", str(out)], script="#!/bin/sh\nsrun hostname\n")
+    wait_for(lambda: job_finished(client, job_id), 30, f"job {job_id} to finish")
+    assert client.job(job_id).state == "COMPLETED"
+    assert sorted(out.read_text().split()) == ["node1", "node2"]
+
+
+def test_drain_and_resume_with_reason(client):
+    client.drain("node3", "clusterops: test: drained by the suite")
+    node = client.node("node3")
+    assert node.drained and node.reason == "clusterops: test: drained by the suite"
+    client.resume("node3")
+    wait_for(lambda: client.node("node3").usable, 10, "node3 back in service")
+
+
+def test_reservation_lifecycle(client):
+    client.create_reservation("suite-res", ["node1", "node2"])
+    try:
+        assert client.reservation("suite-res").nodes == ["node1", "node2"]
+        client.add_to_reservation("suite-res", "node4")
+        assert client.reservation("suite-res").nodes == ["node1", "node2", "node4"]
+        client.remove_from_reservation("suite-res", "node1")
+        assert client.reservation("suite-res").nodes == ["node2", "node4"]
+    finally:
+        client.delete_reservation("suite-res")
+    assert client.reservation("suite-res") is None
+
+
+def test_requeue_restarts_the_job(client, tmp_path):
+    out = tmp_path / "requeue.out"
+    script = "#!/bin/sh\necho start $SLURM_RESTART_COUNT\nsleep 60\n"
+    job_id = client.submit(["-N", "1", "-o", str(out), "--open-mode=append"], script=script)
+    try:
+        wait_for(lambda: client.job(job_id).state == "RUNNING", 20, "job running")
+        client.requeue(job_id)
+        wait_for(lambda: client.job(job_id).restart_count == 1 and client.job(job_id).state == "RUNNING",
+                 30, "job running again after requeue")
+        wait_for(lambda: out.exists() and "start 1" in out.read_text(), 15, "restarted job output")
+    finally:
+        client.cancel(job_id)
+
+
+def test_crashed_node_goes_down_and_revives(sandbox, client):
+    sb, _ = sandbox
+    state = sb.state()
+    killed_at = time.monotonic()
+    sb.kill_node("node4")
+    # NOT_RESPONDING comes after SlurmdTimeout + MessageTimeout; DOWN a ping cycle later.
+    budget = state.slurmd_timeout + state.message_timeout + 15
+    wait_for(lambda: not client.node("node4").responding, budget, "node4 NOT_RESPONDING")
+    wait_for(lambda: client.node("node4").state == "down", budget + 15, "node4 DOWN")
+    detected = time.monotonic() - killed_at
+    sb.revive_node("node4")
+    assert client.node("node4").usable, detected
+
+
+def test_partitioned_node_stops_responding(sandbox, client):
+    sb, _ = sandbox
+    if sb.state().mode != "netns":
+        pytest.skip("partition needs network namespaces")
+    sb.partition("node3")
+    try:
+        wait_for(lambda: not client.node("node3").responding, 30, "node3 NOT_RESPONDING after link cut")
+        # slurmd itself kept running: a partition, not a crash.
+        assert sb.status()["nodes"][2]["slurmd_running"]
+        assert not sb.status()["nodes"][2]["link_up"]
+    finally:
+        sb.revive_node("node3")
+    assert client.node("node3").usable
+
+
+def test_up_twice_is_harmless(sandbox):
+    sb, _ = sandbox
+    before = sb.state()
+    again = sb.up(nodes=4)
+    assert again.slurmctld_pid == before.slurmctld_pid
+    assert [n.pid for n in again.nodes] == [n.pid for n in before.nodes]
+
+
+def test_status_and_nodes_cli_json(sandbox):
+    sb, env = sandbox
+    status = json.loads(run_cli("sandbox", "status", "--root", str(sb.root), "--json", env=env, check=True).stdout)
+    assert [n["name"] for n in status["nodes"]] == ["node1", "node2", "node3", "node4"]
+    assert status["slurmctld"]["running"] and status["s3"]["running"]
+    nodes = json.loads(run_cli("slurm", "nodes", "--json", env=env, check=True).stdout)["nodes"]
+    assert {n["name"] for n in nodes} == {"node1", "node2", "node3", "node4"}
+
+
+def test_s3_endpoint_reachable_from_inside_a_node(client, sandbox, tmp_path):
+    sb, env = sandbox
+    out = tmp_path / "s3.out"
+    url = env["AWS_ENDPOINT_URL"]
+    script = (
+        "#!/bin/sh\n"
+        f"python3 -c \"import urllib.request; print(urllib.request.urlopen('{url}/clusterops', timeout=5).status)\"\n"
+    )
+    job_id = client.submit(["-N", "1", "-w", "node2", "-o", str(out)], script=script)
+    wait_for(lambda: job_finished(client, job_id), 30, "S3 probe job")
+    assert out.read_text().strip() == "200"
+
+
+def test_hung_controller_is_a_clear_error_within_the_timeout(sandbox, tmp_path):
+    sb, env = sandbox
+    # A listener that accepts connections and never answers: the worst case for a client.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    held = []
+    threading.Thread(target=lambda: [held.append(silent.accept()) for _ in range(16)], daemon=True).start()
+    conf = Path(env["SLURM_CONF"]).read_text()
+    lines = [ln for ln in conf.splitlines() if not ln.startswith(("SlurmctldHost", "SlurmctldPort"))]
+    lines += ["SlurmctldHost=nowhere(127.0.0.1)", f"SlurmctldPort={silent.getsockname()[1]}"]
+    (tmp_path / "slurm.conf").write_text("\n".join(lines) + "\n")
+    client = SlurmClient(tmp_path / "slurm.conf", timeout=2)
+    started = time.monotonic()
+    with pytest.raises(SlurmUnavailable) as e:
+        client.nodes()
+    assert time.monotonic() - started < 5
+    assert "sinfo" in str(e.value)
+    silent.close()
+
+
+def test_ports_mode_lifecycle_leaves_no_process(tmp_path):
+    root = Path("/var/tmp") / f"co-ports-{tmp_path.name}"
+    sb = Sandbox(root)
+    try:
+        state = sb.up(nodes=2, mode="ports", timeout=60)
+        assert state.mode == "ports"
+        client = SlurmClient(sb.layout.slurm_conf, timeout=10)
+        assert [n.state for n in client.nodes()] == ["idle", "idle"]
+        pids = [state.munged_pid, state.slurmctld_pid, state.s3_pid, *(n.pid for n in state.nodes)]
+        assert all(psutil.pid_exists(p) for p in pids)
+    finally:
+        sb.down()
+    assert not any(psutil.pid_exists(p) for p in pids)
+    assert not root.exists()
