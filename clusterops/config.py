@@ -86,6 +86,8 @@ class StagingSection:
     source_root: str = ""
     max_workers: int = 8
     bandwidth_mbps: float = 0.0  # 0: no cap
+    buffer_mb: int = 8  # read/write buffer per copy thread
+    poll_s: float = 60.0  # daemon: seconds between convergence rounds
 
 
 @dataclass

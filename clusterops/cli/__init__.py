@@ -27,6 +27,7 @@ GROUPS = [
     ("slurm_cmd", "slurm", "Look at and act on Slurm nodes, jobs and reservations."),
     ("sandbox_cmd", "sandbox", "A real local cluster (slurmctld, N slurmd, S3) for trying and testing."),
     ("hook_cmd", "hook", "Entry points for slurm.conf: Prolog, Epilog, HealthCheckProgram."),
+    ("stage_cmd", "stage", "Stage datasets onto local NVMe, verified; status, verify, evict, daemon."),
 ]
 
 

@@ -1,0 +1,151 @@
+"""The staging daemon: converge this node's local root to the datasets the config asks for.
+
+Each round, for every `name=source` in [staging] datasets: get the manifest, and unless the dataset is
+READY with that manifest, stage it into LOCAL_ROOT/datasets/NAME. Every step is idempotent and all
+progress is on disk, so kill -9 at any point followed by a restart simply carries on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clusterops import config as config_mod
+from clusterops.errors import ClusteropsError, ConfigError
+from clusterops.fsutil import atomic_write_json
+from clusterops.staging import engine, state
+from clusterops.staging import manifest as mf
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    source: str  # a manifest (.json file or s3 object), a directory, or an s3:// prefix
+
+
+def parse_specs(cfg: config_mod.Config) -> list[DatasetSpec]:
+    specs: list[DatasetSpec] = []
+    seen: set[str] = set()
+    for item in cfg.staging.datasets:
+        name, sep, source = item.partition("=")
+        name, source = name.strip(), source.strip()
+        if not sep or not NAME_RE.match(name) or not source:
+            raise ConfigError(
+                f"staging.datasets: {item!r} is not NAME=SOURCE (NAME: letters, digits, . _ -;"
+                " SOURCE: a manifest .json, a directory or an s3:// prefix)"
+            )
+        if name in seen:
+            raise ConfigError(f"staging.datasets: dataset {name!r} listed twice")
+        seen.add(name)
+        if not source.startswith("s3://") and not os.path.isabs(source):
+            if not cfg.staging.source_root:
+                raise ConfigError(f"staging.datasets: {name}: relative {source!r} needs staging.source_root")
+            source = os.path.join(cfg.staging.source_root, source)
+        specs.append(DatasetSpec(name, source))
+    return specs
+
+
+def options_from(cfg: config_mod.Config) -> engine.Options:
+    return engine.Options(
+        workers=cfg.staging.max_workers,
+        buffer_bytes=max(1, cfg.staging.buffer_mb) << 20,
+        bandwidth_bytes_s=cfg.staging.bandwidth_mbps * 1e6,
+    )
+
+
+def resolve(spec: DatasetSpec, cfg: config_mod.Config, s3client: Any = None) -> tuple[mf.Manifest, str]:
+    """The manifest for a dataset and the location of its bytes."""
+    src = spec.source
+    if src.endswith(".json"):
+        if src.startswith("s3://"):
+            from clusterops.s3 import S3Url
+
+            loc = S3Url.parse(src)
+            client = s3client or _client(cfg)
+            text = client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read().decode()
+            m = mf.parse(text, src)
+        else:
+            m = mf.load(src)
+        if not m.source:
+            raise mf.ManifestError(f"{src}: manifest names no source")
+        m.name = m.name or spec.name
+        return m, m.source
+    if src.startswith("s3://"):
+        return mf.build_from_s3(src, s3client or _client(cfg), name=spec.name), src
+    return mf.build_from_dir(src, name=spec.name, workers=cfg.staging.max_workers), src
+
+
+_clients: dict[int, Any] = {}
+
+
+def _client(cfg: config_mod.Config) -> Any:
+    from clusterops import s3
+
+    key = id(cfg)
+    if key not in _clients:
+        _clients[key] = s3.client(cfg.s3)
+    return _clients[key]
+
+
+def node_state_file(cfg: config_mod.Config, name: str) -> Path:
+    return config_mod.node_path(cfg.paths.state_dir) / "staging" / f"{name}.json"
+
+
+def converge_once(cfg: config_mod.Config, log: Any = None) -> list[dict[str, Any]]:
+    """One pass over the configured datasets; returns each one's status."""
+    say = log or (lambda msg: None)
+    root = state.datasets_root(config_mod.node_path(cfg.paths.local_root))
+    results: list[dict[str, Any]] = []
+    for spec in parse_specs(cfg):
+        dest = root / spec.name
+        try:
+            manifest, location = resolve(spec, cfg)
+            readiness = state.check_ready(dest)
+            if readiness.ready and readiness.fingerprint == manifest.fingerprint:
+                status = state.status(dest)
+            else:
+                say(f"{spec.name}: staging {len(manifest.files)} files from {location} into {dest}")
+
+                def mirror(s: state.DatasetState, name: str = spec.name) -> None:
+                    atomic_write_json(node_state_file(cfg, name), {**s.to_dict(), "ready": False})
+
+                source = engine.source_for(location, cfg.s3)
+                if isinstance(source, engine.S3Source):
+                    source.client = _client(cfg)
+                result = engine.Stager(manifest, source, dest, options_from(cfg), on_state=mirror).run()
+                status = state.status(dest)
+                say(
+                    f"{spec.name}: {'READY' if result.ready else 'NOT READY'}, {result.files_copied} copied,"
+                    f" {result.files_skipped} already verified, {result.gbps:.2f} GB/s"
+                    + "".join(f"\n  {f['path']}: {f['error']}" for f in result.failed)
+                )
+        except engine.Busy as e:
+            status = {**state.status(dest), "message": str(e)}
+        except (ClusteropsError, OSError) as e:
+            say(f"{spec.name}: {e}")
+            status = {**state.status(dest), "name": spec.name, "message": str(e)}
+        status["name"] = spec.name
+        atomic_write_json(node_state_file(cfg, spec.name), status)
+        results.append(status)
+    return results
+
+
+def run(
+    cfg: config_mod.Config, once: bool = False, stop: threading.Event | None = None, log: Any = None
+) -> int:
+    """Converge, then sleep poll_s and converge again, until `stop` is set. Returns the not-READY count
+    of the last round (the exit status of `--once`)."""
+    stop = stop or threading.Event()
+    while True:
+        results = converge_once(cfg, log)
+        not_ready = sum(1 for r in results if not r.get("ready"))
+        if once or stop.wait(cfg.staging.poll_s if not not_ready else min(cfg.staging.poll_s, 10.0)):
+            return not_ready
+        time.sleep(0)

@@ -1,0 +1,566 @@
+"""The copy engine: bring a dataset described by a manifest into a local directory, verified.
+
+Each file is read once: the bytes go through CRC32C (awscrt, GIL released) and into a temp file in
+D/.staging/, which is fsynced and renamed into place only when size and checksum match the manifest.
+Files already verified (record keyed by size, mtime, inode and checksum) are skipped, so a rerun after
+kill -9 finishes the job. READY is removed before anything in D changes and written last.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from awscrt import checksums
+
+from clusterops import checksum
+from clusterops.errors import ClusteropsError
+from clusterops.fsutil import atomic_write_json, fsync_dir
+from clusterops.staging import state as st
+from clusterops.staging.manifest import FileEntry, Manifest
+
+GiB = 1 << 30
+
+
+class StageError(ClusteropsError):
+    """Staging cannot start or cannot finish (space, lock, source)."""
+
+
+class Busy(StageError):
+    """Another process is staging this dataset."""
+
+
+@dataclass
+class Options:
+    workers: int = 8
+    buffer_bytes: int = 8 << 20
+    bandwidth_bytes_s: float = 0.0  # 0: no cap
+    fsync: bool = True
+    # Space kept free beyond the data itself (filesystem metadata, other writers).
+    reserve_bytes: int = 64 << 20
+
+
+@dataclass
+class Result:
+    dest: str
+    ready: bool
+    files_total: int
+    files_copied: int
+    files_skipped: int
+    bytes_copied: int
+    seconds: float
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def gbps(self) -> float:
+        return self.bytes_copied / self.seconds / 1e9 if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "gbps": round(self.gbps, 3)}
+
+
+class TokenBucket:
+    """A shared byte-rate cap across all copy threads (so 48 nodes don't flatten the shared filesystem)."""
+
+    def __init__(self, rate: float, burst: float | None = None):
+        self.rate = float(rate)
+        self.capacity = burst if burst is not None else max(self.rate * 0.25, 1 << 20)
+        self.tokens = self.capacity
+        self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        if self.rate <= 0:
+            return
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            self.tokens -= n
+            wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
+        if wait > 0:
+            time.sleep(wait)
+
+
+class Source:
+    """Where a dataset's bytes come from: `read(entry, sink)` feeds them in order."""
+
+    def read(self, entry: FileEntry, sink: Callable[[memoryview], None], buf: bytearray) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class DirSource(Source):
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise StageError(f"{self.root}: source directory not found")
+        self.real_root = self.root.resolve()
+
+    def read(self, entry: FileEntry, sink: Callable[[memoryview], None], buf: bytearray) -> None:
+        path = self.root / entry.path
+        if not path.resolve().is_relative_to(self.real_root):
+            raise OSError(errno.EPERM, "symlink points out of the source root")
+        view = memoryview(buf)
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                sink(view[:n])
+
+    def describe(self) -> str:
+        return str(self.root)
+
+
+class S3Source(Source):
+    def __init__(self, url: str, client: Any):
+        from clusterops.s3 import S3Url
+
+        loc = S3Url.parse(url)
+        self.bucket = loc.bucket
+        self.prefix = loc.key if not loc.key or loc.key.endswith("/") else loc.key + "/"
+        self.client = client
+
+    def read(self, entry: FileEntry, sink: Callable[[memoryview], None], buf: bytearray) -> None:
+        from clusterops.staging.s3source import stream_object
+
+        stream_object(self.client, self.bucket, self.prefix + entry.path, entry.size, sink, chunk=len(buf))
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def source_for(location: str, s3cfg: Any = None) -> Source:
+    if location.startswith("s3://"):
+        from clusterops import s3
+
+        return S3Source(location, s3.client(s3cfg))
+    return DirSource(location)
+
+
+class _Lock:
+    def __init__(self, meta: Path):
+        meta.mkdir(parents=True, exist_ok=True)
+        self.path = meta / "lock"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip()
+            os.close(self.fd)
+            raise Busy(f"{meta.parent}: another stager (pid {holder or '?'}) is on this dataset") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+def _load_records(path: Path) -> dict[str, tuple[int, int, int, str]]:
+    records: dict[str, tuple[int, int, int, str]] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                    records[r["path"]] = (int(r["size"]), int(r["mtime_ns"]), int(r["ino"]), str(r["crc32c"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line torn by kill -9
+    except FileNotFoundError:
+        pass
+    return records
+
+
+def free_bytes(path: Path) -> int:
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    sv = os.statvfs(probe)
+    return sv.f_bavail * sv.f_frsize
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _safe_target(dest: Path, rel: str) -> Path:
+    """The final path of `rel` in dest; refuses a parent that is a symlink (it could point anywhere)."""
+    target = dest / rel
+    parent = dest
+    for part in Path(rel).parts[:-1]:
+        parent = parent / part
+        if parent.is_symlink():
+            raise OSError(errno.EPERM, f"{parent} is a symlink in the destination")
+    return target
+
+
+class Stager:
+    def __init__(
+        self,
+        manifest: Manifest,
+        source: Source,
+        dest: str | os.PathLike[str],
+        options: Options | None = None,
+        progress: Callable[[int], None] | None = None,
+        on_state: Callable[[st.DatasetState], None] | None = None,
+    ):
+        self.manifest = manifest
+        self.source = source
+        self.dest = Path(os.path.abspath(dest))
+        self.meta = st.meta_dir(self.dest)
+        self.tmpdir = self.dest / st.STAGING_DIR
+        self.opts = options or Options()
+        self.progress = progress
+        self.on_state = on_state
+        self.bucket = TokenBucket(self.opts.bandwidth_bytes_s)
+        self._lock = threading.Lock()
+        self._records_fd: int | None = None
+        self.state = st.DatasetState(
+            name=manifest.name or self.dest.name,
+            dest=str(self.dest),
+            source=source.describe(),
+            fingerprint=manifest.fingerprint,
+            files_total=len(manifest.files),
+            bytes_total=manifest.total_bytes,
+        )
+        self._last_state_write = 0.0
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def _write_state(self, force: bool = False) -> None:
+        now = time.time()
+        with self._lock:
+            if not force and now - self._last_state_write < 1.0:
+                return
+            self._last_state_write = now
+            self.state.updated_at = now
+            elapsed = now - self.state.started_at
+            self.state.gbps = round(self.state.bytes_copied / elapsed / 1e9, 3) if elapsed > 0 else 0.0
+            snapshot = self.state.to_dict()
+        atomic_write_json(self.meta / "state.json", snapshot)
+        if self.on_state:
+            self.on_state(st.DatasetState.from_dict(snapshot))
+
+    def _record(self, entry: FileEntry, target: Path) -> None:
+        s = os.stat(target)
+        line = json.dumps(
+            {
+                "path": entry.path,
+                "size": s.st_size,
+                "mtime_ns": s.st_mtime_ns,
+                "ino": s.st_ino,
+                "crc32c": entry.crc32c,
+            }
+        )
+        assert self._records_fd is not None
+        os.write(self._records_fd, (line + "\n").encode())  # O_APPEND: one write, one line
+
+    def _unready(self) -> None:
+        marker = self.meta / "READY"
+        if marker.exists():
+            marker.unlink()
+            fsync_dir(self.meta)
+
+    # -- the run ------------------------------------------------------------------------------------
+    def run(self) -> Result:
+        self.meta.mkdir(parents=True, exist_ok=True)
+        lock = _Lock(self.meta)
+        try:
+            return self._run()
+        finally:
+            if self._records_fd is not None:
+                os.close(self._records_fd)
+                self._records_fd = None
+            lock.release()
+
+    def _run(self) -> Result:
+        t0 = time.monotonic()
+        self.state.started_at = time.time()
+        self.state.pid = os.getpid()
+        self.state.phase = "checking"
+        old_manifest = st.read_json_or_none(self.meta / "manifest.json")
+        fp = self.manifest.fingerprint
+        same_manifest = isinstance(old_manifest, dict) and old_manifest.get("fingerprint") == fp
+        if not same_manifest:
+            self._unready()
+            # Fresh manifest: old verification records describe other content.
+            (self.meta / "verified.jsonl").unlink(missing_ok=True)
+            self.manifest.save(self.meta / "manifest.json")
+        self._write_state(force=True)
+        self.dest.mkdir(parents=True, exist_ok=True)
+        records = _load_records(self.meta / "verified.jsonl")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        self._records_fd = os.open(self.meta / "verified.jsonl", flags, 0o644)
+
+        to_copy: list[FileEntry] = []
+        to_check: list[FileEntry] = []
+        for entry in self.manifest.files:
+            target = self.dest / entry.path
+            try:
+                s = os.stat(target)
+            except OSError:
+                to_copy.append(entry)
+                continue
+            rec = records.get(entry.path)
+            if rec == (s.st_size, s.st_mtime_ns, s.st_ino, entry.crc32c):
+                self.state.files_verified += 1
+                self.state.bytes_verified += entry.size
+            elif s.st_size == entry.size:
+                to_check.append(entry)
+            else:
+                to_copy.append(entry)
+        if to_copy or to_check:
+            self._unready()
+
+        # Files already there with the right size: read them once instead of copying them again.
+        self._parallel(to_check, self._check_one, to_copy)
+
+        need = sum(e.size for e in to_copy)
+        free = free_bytes(self.dest)
+        if need and need + self.opts.reserve_bytes > free:
+            self.state.phase = "failed"
+            self.state.message = (
+                f"{self.dest}: not enough free space: {len(to_copy)} files need {_human(need)}"
+                f" (+{_human(self.opts.reserve_bytes)} reserve), {_human(free)} free"
+            )
+            self._write_state(force=True)
+            raise StageError(self.state.message)
+
+        self.state.phase = "copying"
+        self._write_state(force=True)
+        to_copy.sort(key=lambda e: -e.size)  # biggest first: the pool drains evenly
+        self._parallel(to_copy, self._copy_one, None)
+        os.fsync(self._records_fd)
+        self._prune(old_manifest if not same_manifest else None)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+        seconds = time.monotonic() - t0
+        ready = not self.state.failed and self.state.files_verified == len(self.manifest.files)
+        if ready:
+            self._fsync_tree()
+            files = [[e.path, *self._stat_pair(e)] for e in self.manifest.files]
+            atomic_write_json(
+                self.meta / "READY",
+                {
+                    "fingerprint": self.manifest.fingerprint,
+                    "name": self.state.name,
+                    "source": self.state.source,
+                    "files_total": len(files),
+                    "bytes_total": self.manifest.total_bytes,
+                    "at": time.time(),
+                    "files": files,
+                },
+            )
+            fsync_dir(self.meta)
+        self.state.phase = "ready" if ready else "failed"
+        self.state.finished_at = time.time()
+        if not ready and not self.state.message:
+            self.state.message = f"{len(self.state.failed)} file(s) failed verification"
+        self._write_state(force=True)
+        return Result(
+            dest=str(self.dest),
+            ready=ready,
+            files_total=len(self.manifest.files),
+            files_copied=len(to_copy) - len(self.state.failed),
+            files_skipped=len(self.manifest.files) - len(to_copy),
+            bytes_copied=self.state.bytes_copied,
+            seconds=seconds,
+            failed=list(self.state.failed),
+        )
+
+    def _stat_pair(self, entry: FileEntry) -> tuple[int, int]:
+        s = os.stat(self.dest / entry.path)
+        return s.st_size, s.st_mtime_ns
+
+    def _parallel(self, entries: list[FileEntry], fn: Callable, extra: list[FileEntry] | None) -> None:
+        if not entries:
+            return
+        local = threading.local()
+
+        def work(entry: FileEntry) -> Any:
+            if not hasattr(local, "buf"):
+                local.buf = bytearray(self.opts.buffer_bytes)
+            return fn(entry, local.buf)
+
+        with ThreadPoolExecutor(max_workers=max(1, self.opts.workers)) as pool:
+            futures = {pool.submit(work, e): e for e in entries}
+            for fut in as_completed(futures):
+                entry = futures[fut]
+                try:
+                    outcome = fut.result()
+                except OSError as e:
+                    outcome = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+                except Exception as e:  # noqa: BLE001 - one file's failure must not stop the others
+                    outcome = f"{type(e).__name__}: {e}"
+                if outcome is True:
+                    continue
+                if extra is not None:  # checking: a mismatch means copy it again
+                    extra.append(entry)
+                    continue
+                with self._lock:
+                    self.state.failed.append({"path": entry.path, "error": str(outcome)})
+                self._write_state(force=True)
+
+    def _check_one(self, entry: FileEntry, buf: bytearray) -> bool | str:
+        target = self.dest / entry.path
+        crc = checksum.crc32c_file(target, self.progress)
+        if checksum.to_hex(crc) != entry.crc32c:
+            return "local copy differs"
+        self._record(entry, target)
+        with self._lock:
+            self.state.files_verified += 1
+            self.state.bytes_verified += entry.size
+        self._write_state()
+        return True
+
+    def _copy_one(self, entry: FileEntry, buf: bytearray) -> bool | str:
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
+        target = _safe_target(self.dest, entry.path)
+        tmp = self.tmpdir / f"{hashlib.sha1(entry.path.encode()).hexdigest()[:16]}.{os.getpid()}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        crc = 0
+        written = 0
+
+        def sink(view: memoryview) -> None:
+            nonlocal crc, written
+            if written + len(view) > entry.size:
+                raise _SizeMismatch(f"source is larger than the manifest's {entry.size} bytes")
+            self.bucket.take(len(view))
+            crc = checksums.crc32c(view, crc)
+            mv = view
+            while mv:
+                n = os.write(fd, mv)
+                mv = mv[n:]
+            written += len(view)
+            with self._lock:
+                self.state.bytes_copied += len(view)
+            if self.progress:
+                self.progress(len(view))
+            self._write_state()
+
+        try:
+            try:
+                self.source.read(entry, sink, buf)
+            except _SizeMismatch as e:
+                return f"changed since the manifest was made: {e}"
+            if written != entry.size:
+                return f"changed since the manifest was made: {written} bytes, manifest says {entry.size}"
+            if checksum.to_hex(crc) != entry.crc32c:
+                return f"checksum mismatch: crc32c {checksum.to_hex(crc)}, manifest says {entry.crc32c}"
+            if self.opts.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+            if not (written == entry.size and checksum.to_hex(crc) == entry.crc32c):
+                tmp.unlink(missing_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+        self._record(entry, target)
+        with self._lock:
+            self.state.files_verified += 1
+            self.state.bytes_verified += entry.size
+        self._write_state()
+        return True
+
+    def _prune(self, old_manifest: Any) -> None:
+        """Delete files an earlier manifest of this dataset put here and the new one no longer lists."""
+        if not isinstance(old_manifest, dict):
+            return
+        keep = {e.path for e in self.manifest.files}
+        for raw in old_manifest.get("files", []):
+            path = raw.get("path") if isinstance(raw, dict) else None
+            if isinstance(path, str) and path not in keep and ".." not in path.split("/"):
+                (self.dest / path).unlink(missing_ok=True)
+
+    def _fsync_tree(self) -> None:
+        if not self.opts.fsync:
+            return
+        dirs = {self.dest} | {(self.dest / e.path).parent for e in self.manifest.files}
+        for d in dirs:
+            fsync_dir(d)
+
+
+class _SizeMismatch(Exception):
+    pass
+
+
+def stage(
+    manifest: Manifest,
+    source: Source,
+    dest: str | os.PathLike[str],
+    options: Options | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Result:
+    return Stager(manifest, source, dest, options, progress).run()
+
+
+def verify(
+    dest: str | os.PathLike[str], workers: int = 4, progress: Callable[[int], None] | None = None
+) -> Result:
+    """Re-read every file of a staged dataset against its manifest; READY is removed on any mismatch."""
+    from clusterops.staging import manifest as mf
+
+    d = Path(os.path.abspath(dest))
+    meta = st.meta_dir(d)
+    if not (meta / "manifest.json").is_file():
+        raise StageError(f"{d}: not a staged dataset (no {meta / 'manifest.json'})")
+    m = mf.load(meta / "manifest.json")
+    lock = _Lock(meta)
+    t0 = time.monotonic()
+    failed: list[dict[str, str]] = []
+    try:
+
+        def one(entry: FileEntry) -> str | None:
+            try:
+                crc = checksum.crc32c_file(d / entry.path, progress)
+            except OSError as e:
+                return e.strerror or str(e)
+            return None if checksum.to_hex(crc) == entry.crc32c else "content differs from the manifest"
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for entry, why in zip(m.files, pool.map(one, m.files), strict=True):
+                if why:
+                    failed.append({"path": entry.path, "error": why})
+        if failed and (meta / "READY").exists():
+            (meta / "READY").unlink()
+            fsync_dir(meta)
+            raw = st.read_json_or_none(meta / "state.json") or {}
+            raw.update({"phase": "failed", "failed": failed, "message": "verify found damaged files"})
+            atomic_write_json(meta / "state.json", raw)
+    finally:
+        lock.release()
+    ready = not failed and st.check_ready(d).ready
+    return Result(str(d), ready, len(m.files), 0, 0, 0, time.monotonic() - t0, failed)
+
+
+def evict(dest: str | os.PathLike[str]) -> int:
+    """Remove a staged dataset: READY first (so no job starts on it), then the data, then the bookkeeping."""
+    d = Path(os.path.abspath(dest))
+    meta = st.meta_dir(d)
+    if not meta.is_dir():
+        raise StageError(f"{d}: not a staged dataset (no {meta})")
+    lock = _Lock(meta)
+    try:
+        (meta / "READY").unlink(missing_ok=True)
+        fsync_dir(meta)
+        files = [p for p in d.rglob("*") if p.is_file() and not p.is_symlink()] if d.exists() else []
+        freed = sum(p.stat().st_size for p in files)
+        shutil.rmtree(d, ignore_errors=True)
+    finally:
+        lock.release()
+    shutil.rmtree(meta, ignore_errors=True)
+    return freed

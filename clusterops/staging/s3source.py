@@ -1,0 +1,89 @@
+"""Reading S3 objects for staging: one GET per object, resumed with a Range from the last byte received
+when the body is cut (boto3 retries the request, not a body that breaks mid-stream)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from awscrt import checksums
+
+READ_CHUNK = 4 << 20
+
+
+class S3ReadError(OSError):
+    pass
+
+
+def _transient(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    transient_names = (
+        "ResponseStreamingError",
+        "IncompleteReadError",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ProtocolError",
+        "IncompleteRead",
+    )
+    if name in transient_names or isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
+    return code in ("SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "503", "500")
+
+
+def stream_object(
+    client: Any,
+    bucket: str,
+    key: str,
+    size: int,
+    sink: Callable[[memoryview], None],
+    attempts: int = 8,
+    chunk: int = READ_CHUNK,
+) -> int:
+    """Feed the object's bytes, in order, to `sink`; resume after a cut body. Returns bytes delivered."""
+    offset = 0
+    failures = 0
+    while True:
+        try:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+            if offset:
+                kwargs["Range"] = f"bytes={offset}-"
+            body = client.get_object(**kwargs)["Body"]
+            try:
+                while True:
+                    data = body.read(chunk)
+                    if not data:
+                        break
+                    sink(memoryview(data))
+                    offset += len(data)
+            finally:
+                body.close()
+            return offset
+        except Exception as e:  # noqa: BLE001 - classified just below
+            if not _transient(e):
+                raise
+            failures += 1
+            if failures >= attempts:
+                where = f"s3://{bucket}/{key}"
+                raise S3ReadError(f"{where}: gave up after {failures} cut reads at byte {offset}: {e}") from e
+            time.sleep(min(0.2 * 2**failures, 5.0))
+        if size and offset >= size:
+            return offset
+
+
+def read_object_crc(
+    client: Any, bucket: str, key: str, size: int, progress: Callable[[int], None] | None = None
+) -> int:
+    crc = 0
+
+    def sink(view: memoryview) -> None:
+        nonlocal crc
+        crc = checksums.crc32c(view, crc)
+        if progress:
+            progress(len(view))
+
+    stream_object(client, bucket, key, size, sink)
+    return crc
