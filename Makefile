@@ -8,7 +8,7 @@ APT_PKGS := slurm-wlm munge fio iproute2 rsync xfsprogs procps
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install apt test lint demo bench clean
+.PHONY: install apt test lint demo bench dist clean
 
 install: $(STAMP)
 
@@ -42,5 +42,9 @@ demo: install
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# The source distribution playbooks/roles/clusterops copies to every node.
+dist: install
+	$(PY) -m build --sdist --no-isolation --outdir dist .
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
