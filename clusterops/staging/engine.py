@@ -174,6 +174,9 @@ def _load_records(path: Path) -> dict[str, tuple[int, int, int, str]]:
             for line in f:
                 try:
                     r = json.loads(line)
+                    if r.get("invalid"):
+                        records.pop(r["path"], None)
+                        continue
                     records[r["path"]] = (int(r["size"]), int(r["mtime_ns"]), int(r["ino"]), str(r["crc32c"]))
                 except (ValueError, KeyError, TypeError):
                     continue  # a line torn by kill -9
@@ -535,8 +538,15 @@ def verify(
             for entry, why in zip(m.files, pool.map(one, m.files), strict=True):
                 if why:
                     failed.append({"path": entry.path, "error": why})
-        if failed and (meta / "READY").exists():
-            (meta / "READY").unlink()
+        if failed:
+            # The per-file records must not vouch for these any more: the next run re-copies them.
+            with open(meta / "verified.jsonl", "a") as f:
+                for bad in failed:
+                    f.write(json.dumps({"path": bad["path"], "invalid": True}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        if failed:
+            (meta / "READY").unlink(missing_ok=True)
             fsync_dir(meta)
             raw = st.read_json_or_none(meta / "state.json") or {}
             raw.update({"phase": "failed", "failed": failed, "message": "verify found damaged files"})
