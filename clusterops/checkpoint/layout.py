@@ -27,11 +27,11 @@ half-written checkpoint. The manifest JSON (keys sorted, 2-space indent):
     }
 
 torch.distributed.checkpoint directories: `.metadata` names every `*.distcp` file the save wrote (read
-without torch, see dcp.py). With it, `expected_files` is that list and a file it names that is absent here
-makes the directory a part of a multi-node checkpoint (`complete: false`); a file shorter than the
-metadata says is refused. `*.distcp` files without a `.metadata` are a part too (another node holds the
-metadata). A remote checkpoint becomes whole when the union of its parts covers `expected_files`
-(see remote.py).
+without torch, see dcp.py; a `.metadata` that is no DCP pickle is just another file). With it,
+`expected_files` is that list, and a named file absent here makes the directory one node's part of a
+multi-node checkpoint (`complete: false`); a file shorter than the metadata says is refused. `*.distcp`
+files without a `.metadata` are a part too (another node holds the metadata). A remote checkpoint
+becomes whole when the union of its parts covers `expected_files` (see remote.py).
 """
 
 from __future__ import annotations
@@ -223,7 +223,12 @@ def commit(
     if not names:
         raise UsageError(f"{root}: empty directory, nothing to commit")
 
-    expected = dcp.expected_files(root)
+    try:
+        expected = dcp.expected_files(root)
+    except UsageError:
+        # A `.metadata` that is not a DCP pickle (another framework's, or random bytes): an ordinary
+        # file of a single-directory checkpoint.
+        expected = None
     complete = True
     if expected is not None:
         for rel, min_size in expected.items():
