@@ -1,0 +1,138 @@
+"""Training checkpoints: torch.distributed.checkpoint (sharded, every rank writes its part) into
+ROOT/step-<N>, plus the trainer's own state, then committed with clusterops.checkpoint.layout.commit
+(manifest written last) so `clusterops ckpt` syncs it and a resume only ever sees whole checkpoints.
+
+The root must be one directory every rank can reach (a shared or single-node path): rank 0 writes the
+DCP metadata and commits after all ranks have written.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from clusterops.checkpoint import layout
+from clusterops.fsutil import atomic_write_json
+
+TRAIN_STATE = "train_state.json"
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _quiet_single_process() -> None:
+    # DCP warns on every single-process save/load that it assumes one process: that is our intent.
+    warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+
+
+def save(
+    root: str | Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_state: dict[str, Any],
+    tokens_seen: int,
+    keep: int = 0,
+) -> Path:
+    """Write and commit ROOT/step-<step>; returns its path. An uncommitted leftover of that name (a save
+    killed midway) is replaced; a committed one is left as it is."""
+    step_dir = Path(root) / layout.step_dir_name(step)
+    rank = _rank()
+    if layout.is_committed(step_dir):
+        return step_dir
+    if rank == 0:
+        if step_dir.exists():
+            shutil.rmtree(step_dir)
+        step_dir.mkdir(parents=True)
+    _barrier()
+    _quiet_single_process()
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
+    dcp.save(state, checkpoint_id=str(step_dir))
+    torch.save(_rng_state(), step_dir / f"rng-rank{rank}.pt")
+    if rank == 0:
+        atomic_write_json(step_dir / TRAIN_STATE, train_state)
+    _barrier()
+    if rank == 0:
+        layout.commit(step_dir, step, tokens_seen=tokens_seen, extra={"trainer": "clusterops.train"})
+        if keep > 0:
+            _retain(Path(root), keep)
+    _barrier()
+    return step_dir
+
+
+def load(
+    step_dir: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """Restore model, optimizer and this rank's RNG from a committed step dir; returns the train state."""
+    step_dir = Path(step_dir)
+    if not layout.is_committed(step_dir):
+        raise ValueError(f"{step_dir}: not a committed checkpoint (no {layout.MANIFEST_NAME})")
+    state: dict[str, Any] = {"model": get_model_state_dict(model)}
+    if optimizer is not None:
+        state["optim"] = get_optimizer_state_dict(model, optimizer)
+    _quiet_single_process()
+    dcp.load(state, checkpoint_id=str(step_dir))
+    set_model_state_dict(model, state["model"])
+    if optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, state["optim"])
+    rng = step_dir / f"rng-rank{_rank()}.pt"
+    if restore_rng and rng.is_file():
+        _set_rng_state(torch.load(rng, weights_only=False))
+    return json.loads((step_dir / TRAIN_STATE).read_text())
+
+
+def newest(root: str | Path) -> Path | None:
+    found = layout.newest_committed(root)
+    return found.path if found else None
+
+
+def read_train_state(step_dir: str | Path) -> dict[str, Any]:
+    path = Path(step_dir) / TRAIN_STATE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{step_dir}: no {TRAIN_STATE}; not a clusterops training checkpoint") from None
+
+
+def _retain(root: Path, keep: int) -> None:
+    """Remove committed step dirs beyond the newest `keep`; never the newest, never an uncommitted one."""
+    committed = [s for s in layout.list_steps(root) if s.committed]
+    for old in committed[: max(0, len(committed) - max(keep, 1))]:
+        shutil.rmtree(old.path, ignore_errors=True)
+
+
+def _rng_state() -> dict[str, Any]:
+    out: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
