@@ -28,6 +28,7 @@ GROUPS = [
     ("sandbox_cmd", "sandbox", "A real local cluster (slurmctld, N slurmd, S3) for trying and testing."),
     ("hook_cmd", "hook", "Entry points for slurm.conf: Prolog, Epilog, HealthCheckProgram."),
     ("ckpt_cmd", "ckpt", "Checkpoints to and from S3: commit, push, pull, status, prune, sync."),
+    ("raid_cmd", "raid", "RAID 0 over the instance-store NVMe drives: plan, apply, status."),
     ("stage_cmd", "stage", "Stage datasets onto local NVMe, verified; status, verify, evict, daemon."),
     ("spare_cmd", "spare", "Keep a warm spare node and swap it in when a training node fails."),
 ]
