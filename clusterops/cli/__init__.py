@@ -27,6 +27,7 @@ GROUPS = [
     ("slurm_cmd", "slurm", "Look at and act on Slurm nodes, jobs and reservations."),
     ("sandbox_cmd", "sandbox", "A real local cluster (slurmctld, N slurmd, S3) for trying and testing."),
     ("hook_cmd", "hook", "Entry points for slurm.conf: Prolog, Epilog, HealthCheckProgram."),
+    ("train_cmd", "train", "The compact GQA trainer (SmolLM3): run, submit to Slurm, export to HF."),
     ("ckpt_cmd", "ckpt", "Checkpoints to and from S3: commit, push, pull, status, prune, sync."),
     ("raid_cmd", "raid", "RAID 0 over the instance-store NVMe drives: plan, apply, status."),
     ("stage_cmd", "stage", "Stage datasets onto local NVMe, verified; status, verify, evict, daemon."),
