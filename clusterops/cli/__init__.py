@@ -31,6 +31,7 @@ GROUPS = [
     ("ckpt_cmd", "ckpt", "Checkpoints to and from S3: commit, push, pull, status, prune, sync."),
     ("raid_cmd", "raid", "RAID 0 over the instance-store NVMe drives: plan, apply, status."),
     ("stage_cmd", "stage", "Stage datasets onto local NVMe, verified; status, verify, evict, daemon."),
+    ("data_cmd", "data", "Token shards in datatrove's layout: prepare from text/JSONL, inspect."),
     ("spare_cmd", "spare", "Keep a warm spare node and swap it in when a training node fails."),
 ]
 

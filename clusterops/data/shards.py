@@ -17,6 +17,7 @@ gives a numpy view when numpy is installed.
 
 from __future__ import annotations
 
+import array
 import bisect
 import mmap
 import os
@@ -304,11 +305,14 @@ class ShardWriter:
             data = tokens.tobytes()
             count = len(tokens)
         else:
-            toks = list(tokens)
-            if toks and (min(toks) < 0 or max(toks) > self._max):
-                raise ValueError(f"token id out of range for uint{8 * self.token_size}")
-            data = struct.pack(f"<{len(toks)}{_FORMAT[self.token_size]}", *toks)
-            count = len(toks)
+            try:
+                arr = array.array(_FORMAT[self.token_size], tokens)
+            except OverflowError:
+                raise ValueError(f"token id out of range for uint{8 * self.token_size}") from None
+            if arr.itemsize != self.token_size:  # pragma: no cover - 'I' is 4 bytes on every Linux ABI
+                raise ValueError(f"no {self.token_size}-byte unsigned array type on this platform")
+            data = arr.tobytes()
+            count = len(arr)
         self._f.write(data)
         self.num_tokens += count
         self._ends.append(self.num_tokens)
