@@ -72,7 +72,8 @@ def test_pull_of_a_checkpoint_missing_an_object_fails_clearly_and_writes_nothing
     r = run_cli("ckpt", "pull", "--remote", "s3://test/m", "--dest", str(D), env=cli_env)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "clusterops: s3://test/m: step 5 is missing 1 object(s) in S3 (first: __1_0.distcp); nothing was written"
+        "clusterops: s3://test/m: step 5 is missing 1 object(s) in S3 (first: __1_0.distcp); "
+        "nothing was written"
     ]
     assert list(D.iterdir()) == []
 
