@@ -78,6 +78,24 @@ class HealthSection:
     budget_s: float = 60.0
     disabled: list[str] = field(default_factory=list)
     drain_prefix: str = "clusterops:"
+    # Instance profile for the health checks; empty: cluster.profile. A name or a .toml path.
+    profile: str = ""
+    # A node fixture replayed instead of the real hardware (NVML, sysfs, /proc, kernel log); `{node}`
+    # expands to the node's name. Empty: the real hardware.
+    fixture: str = ""
+    # Which checks each hook runs; empty: all (less `disabled`).
+    prolog_checks: list[str] = field(default_factory=list)
+    epilog_checks: list[str] = field(default_factory=list)
+    healthcheck_checks: list[str] = field(default_factory=list)
+    # Counter baselines, XIDs seen, stuck processes; empty: <paths.state_dir>/health-state.json.
+    state_file: str = ""
+    # NDJSON event log; empty: <paths.log_dir>/health.ndjson.
+    event_log: str = ""
+    # Prometheus textfile <paths.textfile_dir>/<textfile_name>.prom; empty: none.
+    textfile_name: str = "clusterops_health"
+    xid_window_s: float = 3600.0  # a critical XID counts for this long after it is logged
+    counter_window_s: float = 3600.0  # NVLink/EFA error counters: rise measured over this window
+    isolation: str = "fork"  # fork: each check in its own process (a hung call is killed); inline
 
 
 @dataclass
