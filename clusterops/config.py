@@ -122,9 +122,14 @@ class CheckpointSection:
 
 @dataclass
 class SpareSection:
-    reservation: str = "training"
-    spares: list[str] = field(default_factory=list)
+    reservation: str = "training"  # the protected training reservation
+    spare_reservation: str = ""  # where warm spares wait; empty: "<reservation>-spare"
+    spares: list[str] = field(default_factory=list)  # nodes to keep as spares (besides those added)
+    min_spares: int = 1
     poll_s: float = 2.0
+    warm_timeout_s: float = 1800.0  # a warm job running longer than this is cancelled and retried
+    job_name: str = ""  # protected job name; empty: every job in the reservation
+    remote: str = ""  # s3://bucket/prefix of the run's checkpoints; empty: s3.bucket + checkpoint.s3_prefix
 
 
 @dataclass

@@ -67,7 +67,9 @@ def render_metrics(metrics: Iterable[Metric]) -> str:
         lines.append(f"# TYPE {m.name} {m.kind}")
         for labels, value in m.samples:
             label_text = ",".join(f'{k}="{_escape(str(v))}"' for k, v in sorted(labels.items()))
-            lines.append(f"{m.name}{{{label_text}}} {_number(value)}" if labels else f"{m.name} {_number(value)}")
+            lines.append(
+                f"{m.name}{{{label_text}}} {_number(value)}" if labels else f"{m.name} {_number(value)}"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,9 @@ from clusterops.cli.common import JSON_OPTION, console, print_json
 app = typer.Typer(no_args_is_help=True)
 
 DEFAULT_ROOT = "/var/tmp/clusterops-sandbox"
-ROOT_OPTION = typer.Option(DEFAULT_ROOT, "--root", help="Directory holding the sandbox's config, state and node dirs.")
+ROOT_OPTION = typer.Option(
+    DEFAULT_ROOT, "--root", help="Directory holding the sandbox's config, state and node dirs."
+)
 
 
 def _sandbox(root: str):
@@ -29,7 +31,9 @@ def _say(msg: str) -> None:
 def up(
     nodes: int = typer.Option(4, "--nodes", "-n", help="Number of slurmd nodes."),
     root: str = ROOT_OPTION,
-    mode: str = typer.Option("auto", "--mode", help="netns (own hostname and address per node), ports, or auto."),
+    mode: str = typer.Option(
+        "auto", "--mode", help="netns (own hostname and address per node), ports, or auto."
+    ),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for every node to be idle."),
 ) -> None:
     """Start munged, slurmctld, N slurmd and an S3 endpoint; print the `export` lines a shell needs.
@@ -39,8 +43,10 @@ def up(
     sb = _sandbox(root)
     started = time.monotonic()
     state = sb.up(nodes=nodes, mode=mode, timeout=timeout, progress=_say)
-    _say(f"sandbox: {len(state.nodes)} nodes idle in {time.monotonic() - started:.1f}s ({state.mode} mode); "
-         f"S3 at {state.endpoint_url}")
+    _say(
+        f"sandbox: {len(state.nodes)} nodes idle in {time.monotonic() - started:.1f}s ({state.mode} mode); "
+        f"S3 at {state.endpoint_url}"
+    )
     for name, value in sb.exports(state).items():
         print(f"export {name}={shlex.quote(value)}")
 
@@ -57,14 +63,20 @@ def status(root: str = ROOT_OPTION, as_json: bool = JSON_OPTION) -> None:
     out = console()
     for part in ("slurmctld", "munged", "s3"):
         p = info[part]
-        out.print(f"{part:10} pid {p['pid']:>7}  {'[green]running[/]' if p['running'] else '[red]stopped[/]'}")
+        out.print(
+            f"{part:10} pid {p['pid']:>7}  {'[green]running[/]' if p['running'] else '[red]stopped[/]'}"
+        )
     if info["slurm_error"]:
         out.print(f"[red]slurm: {info['slurm_error']}[/]")
     table = Table("node", "address", "slurmd", "link", "slurm state", "reason")
     for n in info["nodes"]:
         table.add_row(
-            n["name"], n["addr"], f"{n['slurmd_pid']} " + ("up" if n["slurmd_running"] else "dead"),
-            "up" if n["link_up"] else "cut", n["slurm_state"] or "?", n["reason"] or "",
+            n["name"],
+            n["addr"],
+            f"{n['slurmd_pid']} " + ("up" if n["slurmd_running"] else "dead"),
+            "up" if n["link_up"] else "cut",
+            n["slurm_state"] or "?",
+            n["reason"] or "",
         )
     out.print(table)
 

@@ -31,7 +31,11 @@ def nodes(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
 
 
 @app.command("jobs")
-def jobs(ctx: typer.Context, as_json: bool = JSON_OPTION, all_jobs: bool = typer.Option(False, "--all", help="Include finished jobs.")) -> None:
+def jobs(
+    ctx: typer.Context,
+    as_json: bool = JSON_OPTION,
+    all_jobs: bool = typer.Option(False, "--all", help="Include finished jobs."),
+) -> None:
     """Jobs with state, nodes, reason and restart count (active ones unless --all)."""
     from dataclasses import asdict
 

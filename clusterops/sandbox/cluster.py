@@ -74,7 +74,9 @@ class State:
         except FileNotFoundError:
             return None
         except (OSError, json.JSONDecodeError) as e:
-            raise SandboxError(f"{path}: unreadable sandbox state ({e}); remove it after `ip netns list` check")
+            raise SandboxError(
+                f"{path}: unreadable sandbox state ({e}); remove it after `ip netns list` check"
+            ) from None
         raw["nodes"] = [NodeState(**n) for n in raw.get("nodes", [])]
         return cls(**raw)
 
@@ -235,7 +237,11 @@ class Sandbox:
         if state is not None:
             for node in state.nodes:
                 stopped += self._stop_node(state, node)
-            for pid, needle in ((state.slurmctld_pid, "slurmctld"), (state.s3_pid, "moto"), (state.munged_pid, "munged")):
+            for pid, needle in (
+                (state.slurmctld_pid, "slurmctld"),
+                (state.s3_pid, "moto"),
+                (state.munged_pid, "munged"),
+            ):
                 if _alive(pid, needle):
                     _kill(pid, needle)
                     stopped.append(f"{needle}[{pid}]")
@@ -277,7 +283,7 @@ class Sandbox:
         net.set_link(self.plan, node.index, up=False)
 
     def revive_node(self, name: str, timeout: float = 60.0) -> None:
-        """Undo kill-node or partition: link up, slurmd started again, node back to idle."""
+        """Undo kill-node or partition: link up, slurmd started again, node registered and responding."""
         state = self.state()
         node = self._node(state, name)
         if state.mode == "netns":
@@ -292,10 +298,13 @@ class Sandbox:
             if n.state == "down" and "DRAIN" not in n.flags and "NOT_RESPONDING" not in n.flags:
                 # DOWN after a crash with a reason Slurm set: resume it, as an operator would.
                 client.resume(name)
-            if n.usable and n.state in ("idle", "mixed", "allocated"):
+            # Back means registered and responding; a drain is an operator's decision and stays.
+            if n.responding and n.state in ("idle", "mixed", "allocated"):
                 return
             time.sleep(0.5)
-        raise SandboxError(f"{name}: not back in service within {timeout:g}s (see {self.layout.node(name)}/slurmd.log)")
+        raise SandboxError(
+            f"{name}: not back in service within {timeout:g}s (see {self.layout.node(name)}/slurmd.log)"
+        )
 
     def wait_idle(self, state: State, timeout: float) -> None:
         client = self._client()
@@ -344,7 +353,9 @@ class Sandbox:
         node_states = []
         for i in range(1, nodes + 1):
             if mode == "netns":
-                node_states.append(NodeState(f"node{i}", i, self.plan.node_addr(i), 6818, netns=self.plan.netns(i)))
+                node_states.append(
+                    NodeState(f"node{i}", i, self.plan.node_addr(i), 6818, netns=self.plan.netns(i))
+                )
             else:
                 node_states.append(NodeState(f"node{i}", i, "127.0.0.1", _free_port("127.0.0.1")))
         state = State(
@@ -364,8 +375,15 @@ class Sandbox:
                 (self.layout.node(n.name) / sub).mkdir(parents=True, exist_ok=True)
         atomic_write_text(
             self.layout.slurm_conf,
-            slurm_conf(self.layout, ctld_addr, state.ctld_port, specs, state.slurmd_timeout,
-                       state.message_timeout, mode == "ports"),
+            slurm_conf(
+                self.layout,
+                ctld_addr,
+                state.ctld_port,
+                specs,
+                state.slurmd_timeout,
+                state.message_timeout,
+                mode == "ports",
+            ),
         )
         cfg = clusterops_conf(self.layout, state.endpoint_url)
         atomic_write_text(self.layout.clusterops_conf, config_mod.dumps_toml(cfg), mode=0o600)
@@ -397,9 +415,14 @@ class Sandbox:
             stale.unlink(missing_ok=True)
         state.munged_pid = _spawn(
             [
-                MUNGED, "--foreground", f"--socket={socket_path}",
-                f"--key-file={key}", f"--pid-file={d / 'munged.pid'}", f"--log-file={d / 'munged.log'}",
-                f"--seed-file={d / 'munged.seed'}", "--origin=127.0.0.1",
+                MUNGED,
+                "--foreground",
+                f"--socket={socket_path}",
+                f"--key-file={key}",
+                f"--pid-file={d / 'munged.pid'}",
+                f"--log-file={d / 'munged.log'}",
+                f"--seed-file={d / 'munged.seed'}",
+                "--origin=127.0.0.1",
             ],
             d / "munged.out",
             user="munge",
@@ -425,7 +448,9 @@ class Sandbox:
                     break
             except OSError:
                 if not _alive(state.s3_pid, "moto"):
-                    raise SandboxError(f"S3 endpoint exited at start (see {self.layout.s3 / 'moto.log'})") from None
+                    raise SandboxError(
+                        f"S3 endpoint exited at start (see {self.layout.s3 / 'moto.log'})"
+                    ) from None
                 time.sleep(0.2)
         else:
             raise SandboxError(f"S3 endpoint not answering on {state.endpoint_url} after 30s")

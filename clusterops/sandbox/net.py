@@ -85,7 +85,9 @@ def ensure_node(plan: Plan, index: int) -> None:
     if not netns_exists(ns):
         proc.run(["ip", "netns", "add", ns], timeout=10)
     if not link_exists(host_if):
-        proc.run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns], timeout=10)
+        proc.run(
+            ["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns], timeout=10
+        )
     proc.run(["ip", "link", "set", host_if, "master", plan.bridge], timeout=10)
     proc.run(["ip", "link", "set", host_if, "up"], timeout=10)
     addr = f"{plan.node_addr(index)}/{plan.subnet.prefixlen}"

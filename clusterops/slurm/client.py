@@ -48,7 +48,9 @@ def _check_reason(reason: str) -> str:
 
 
 class SlurmClient:
-    def __init__(self, conf: str | os.PathLike[str] = "", timeout: float = 15.0, backend: str = "auto") -> None:
+    def __init__(
+        self, conf: str | os.PathLike[str] = "", timeout: float = 15.0, backend: str = "auto"
+    ) -> None:
         self.conf = find_conf(str(conf))
         self.timeout = timeout
         self.cmd = CommandBackend(self.conf, timeout)
@@ -99,10 +101,21 @@ class SlurmClient:
 
     # node state
     def drain(self, node: str, reason: str) -> None:
-        self.cmd.scontrol("update", f"NodeName={_check_name('node', node)}", "State=DRAIN", f"Reason={_check_reason(reason)}")
+        self.cmd.scontrol(
+            "update",
+            f"NodeName={_check_name('node', node)}",
+            "State=DRAIN",
+            f"Reason={_check_reason(reason)}",
+        )
 
     def resume(self, node: str) -> None:
         self.cmd.scontrol("update", f"NodeName={_check_name('node', node)}", "State=RESUME")
+
+    def set_extra(self, node: str, value: str) -> None:
+        """Set the node's Extra field: data that travels through slurmctld, no shared filesystem needed."""
+        if "\n" in value:
+            raise UsageError("node Extra must be one line")
+        self.cmd.scontrol("update", f"NodeName={_check_name('node', node)}", f"Extra={value}")
 
     # reservations
     def create_reservation(
@@ -185,7 +198,9 @@ class SlurmClient:
         self.cmd.scontrol("release", str(int(job_id)))
 
     def move_to_reservation(self, job_id: int, reservation: str) -> None:
-        self.cmd.scontrol("update", f"JobId={int(job_id)}", f"ReservationName={_check_name('reservation', reservation)}")
+        self.cmd.scontrol(
+            "update", f"JobId={int(job_id)}", f"ReservationName={_check_name('reservation', reservation)}"
+        )
 
     def cancel(self, job_id: int, signal: str | None = None) -> None:
         args = [f"--signal={_check_name('signal', signal)}"] if signal else []

@@ -53,6 +53,7 @@ def parse_nodes(payload: dict[str, Any]) -> list[Node]:
                 features=_split_csv(n.get("active_features") or n.get("features")),
                 address=n.get("address", "") or "",
                 cpus=int(n.get("cpus", 0) or 0),
+                extra=n.get("extra", "") or "",
             )
         )
     return nodes
@@ -189,7 +190,9 @@ class CommandBackend:
         return self._run(["scontrol", *args])
 
     def sbatch(self, args: Sequence[str], script: str | None = None) -> int:
-        out = self._run(["sbatch", "--parsable", *args]) if script is None else self._sbatch_stdin(args, script)
+        out = (
+            self._run(["sbatch", "--parsable", *args]) if script is None else self._sbatch_stdin(args, script)
+        )
         first = out.strip().split(";")[0]
         if not first.isdigit():
             raise SlurmError(f"sbatch printed no job id: {out.strip()!r}")
@@ -197,7 +200,9 @@ class CommandBackend:
 
     def _sbatch_stdin(self, args: Sequence[str], script: str) -> str:
         try:
-            result = proc.run(["sbatch", "--parsable", *args], timeout=self.timeout, env=self.env, input=script)
+            result = proc.run(
+                ["sbatch", "--parsable", *args], timeout=self.timeout, env=self.env, input=script
+            )
         except proc.CommandTimeout:
             raise SlurmUnavailable(f"sbatch: no answer from slurmctld within {self.timeout:g}s") from None
         except proc.CommandError as e:

@@ -15,6 +15,7 @@ class Node:
     features: list[str] = field(default_factory=list)
     address: str = ""
     cpus: int = 0
+    extra: str = ""  # free-form node data; clusterops keeps a spare's warmth here
 
     @property
     def drained(self) -> bool:
@@ -31,7 +32,11 @@ class Node:
     @property
     def usable(self) -> bool:
         """Up, responding, not drained: Slurm may schedule onto it."""
-        return self.state in ("idle", "mixed", "allocated", "completing") and not self.drained and self.responding
+        return (
+            self.state in ("idle", "mixed", "allocated", "completing")
+            and not self.drained
+            and self.responding
+        )
 
     @property
     def label(self) -> str:

@@ -13,7 +13,11 @@ def write(tmp_path, text, name="c.toml"):
 def test_layers_file_then_env_override(tmp_path):
     base = write(tmp_path, '[s3]\nbucket = "from-env-file"\nmax_attempts = 3\n', "base.toml")
     top = write(tmp_path, '[s3]\nbucket = "from-flag"\n[health]\ndisabled = ["xid"]\n', "top.toml")
-    env = {"CLUSTEROPS_CONFIG": str(base), "CLUSTEROPS_S3__MAX_ATTEMPTS": "5", "CLUSTEROPS_SLURM__TIMEOUT_S": "2.5"}
+    env = {
+        "CLUSTEROPS_CONFIG": str(base),
+        "CLUSTEROPS_S3__MAX_ATTEMPTS": "5",
+        "CLUSTEROPS_SLURM__TIMEOUT_S": "2.5",
+    }
     cfg = config.load(top, env=env)
     assert cfg.s3.bucket == "from-flag"
     assert cfg.s3.max_attempts == 5

@@ -22,7 +22,11 @@ def _env():
 def test_playbook_syntax():
     r = subprocess.run(
         [BIN / "ansible-playbook", "-i", "localhost,", "--syntax-check", "site.yml"],
-        cwd=REPO / "playbooks", capture_output=True, text=True, timeout=120, env=_env(),
+        cwd=REPO / "playbooks",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
     )
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -30,7 +34,11 @@ def test_playbook_syntax():
 def test_ansible_lint_offline():
     r = subprocess.run(
         [BIN / "ansible-lint", "--offline", "--nocolor", "site.yml"],
-        cwd=REPO / "playbooks", capture_output=True, text=True, timeout=300, env=_env(),
+        cwd=REPO / "playbooks",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
     )
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -50,7 +58,11 @@ def test_systemd_unit_verifies(unit, tmp_path):
         (tmp_path / u.name).write_text(text)
     r = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(tmp_path / unit.name)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if str(tmp_path) in ln or "error" in ln.lower()]
+    problems = [
+        ln for ln in (r.stdout + r.stderr).splitlines() if str(tmp_path) in ln or "error" in ln.lower()
+    ]
     assert r.returncode == 0 and not problems, r.stdout + r.stderr

@@ -82,8 +82,11 @@ def test_requeue_restarts_the_job(client, tmp_path):
     try:
         wait_for(lambda: client.job(job_id).state == "RUNNING", 20, "job running")
         client.requeue(job_id)
-        wait_for(lambda: client.job(job_id).restart_count == 1 and client.job(job_id).state == "RUNNING",
-                 30, "job running again after requeue")
+        wait_for(
+            lambda: client.job(job_id).restart_count == 1 and client.job(job_id).state == "RUNNING",
+            30,
+            "job running again after requeue",
+        )
         wait_for(lambda: out.exists() and "start 1" in out.read_text(), 15, "restarted job output")
     finally:
         client.cancel(job_id)
@@ -128,7 +131,9 @@ def test_up_twice_is_harmless(sandbox):
 
 def test_status_and_nodes_cli_json(sandbox):
     sb, env = sandbox
-    status = json.loads(run_cli("sandbox", "status", "--root", str(sb.root), "--json", env=env, check=True).stdout)
+    status = json.loads(
+        run_cli("sandbox", "status", "--root", str(sb.root), "--json", env=env, check=True).stdout
+    )
     assert [n["name"] for n in status["nodes"]] == ["node1", "node2", "node3", "node4"]
     assert status["slurmctld"]["running"] and status["s3"]["running"]
     nodes = json.loads(run_cli("slurm", "nodes", "--json", env=env, check=True).stdout)["nodes"]
@@ -139,10 +144,8 @@ def test_s3_endpoint_reachable_from_inside_a_node(client, sandbox, tmp_path):
     sb, env = sandbox
     out = tmp_path / "s3.out"
     url = env["AWS_ENDPOINT_URL"]
-    script = (
-        "#!/bin/sh\n"
-        f"python3 -c \"import urllib.request; print(urllib.request.urlopen('{url}/clusterops', timeout=5).status)\"\n"
-    )
+    probe = f"import urllib.request; print(urllib.request.urlopen('{url}/clusterops', timeout=5).status)"
+    script = f'#!/bin/sh\npython3 -c "{probe}"\n'
     job_id = client.submit(["-N", "1", "-w", "node2", "-o", str(out)], script=script)
     wait_for(lambda: job_finished(client, job_id), 30, "S3 probe job")
     assert out.read_text().strip() == "200"

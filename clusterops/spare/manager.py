@@ -1,0 +1,443 @@
+"""The warm-spare manager: Slurm reservations are the only membership there is.
+
+The protected job runs in the training reservation; warm spares wait in a second reservation
+(`<training>-spare`) where nothing else can land on them. A failover is three Slurm edits: drain the
+failed node, move the warmest spare from the spare reservation into the training one (and the failed
+node out), and requeue the job (or clear its BeginTime hold). Each tick reads Slurm afresh and acts only
+on what is still true, so the watcher is idempotent and can be killed and restarted at any point.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clusterops.fsutil import atomic_write_json, read_json
+from clusterops.slurm import Job, Node, Reservation, SlurmClient, SlurmError
+from clusterops.spare.warmth import Warmth
+from clusterops.telemetry import Metric, log_event, write_textfile
+
+WARM_JOB_NAME = "clusterops-warm"
+DRAIN_PREFIX = "clusterops: spare:"
+
+
+@dataclass
+class Recovery:
+    """A failover in progress: the job, the failed node, the spare, and when we saw the failure."""
+
+    job_id: int
+    failed: str
+    spare: str | None
+    detected: float
+    requeued: bool = False
+
+
+@dataclass
+class WatchState:
+    recoveries: list[Recovery] = field(default_factory=list)
+    failovers: int = 0
+    last_failover_s: float | None = None
+
+
+@dataclass
+class SpareInfo:
+    node: str
+    slurm_state: str
+    warmth: Warmth
+    warm_job: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "slurm_state": self.slurm_state,
+            "warm_job": self.warm_job,
+            **asdict(self.warmth),
+        }
+
+
+class SpareManager:
+    def __init__(
+        self,
+        client: SlurmClient,
+        reservation: str,
+        spare_reservation: str,
+        state_dir: Path,
+        event_log: Path,
+        textfile_dir: Path | None = None,
+        min_spares: int = 1,
+        job_name: str = "",
+        warm_command: list[str] | None = None,
+        warm_timeout_s: float = 1800.0,
+        remote_latest: Callable[[], int | None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.slurm = client
+        self.reservation = reservation
+        self.spare_reservation = spare_reservation or f"{reservation}-spare"
+        self.state_file = state_dir / "spare-watch.json"
+        self.event_log = event_log
+        self.textfile_dir = textfile_dir
+        self.min_spares = min_spares
+        self.job_name = job_name
+        self.warm_command = warm_command or [sys.executable, "-m", "clusterops", "spare", "warm-here"]
+        self.warm_timeout_s = warm_timeout_s
+        self.remote_latest = remote_latest or (lambda: None)
+        self.clock = clock
+
+    # ------------------------------------------------------------------ reads
+    def snapshot(self) -> tuple[dict[str, Node], Reservation | None, Reservation | None, list[Job]]:
+        nodes = {n.name: n for n in self.slurm.nodes()}
+        reservations = {r.name: r for r in self.slurm.reservations()}
+        jobs = self.slurm.jobs()
+        return nodes, reservations.get(self.reservation), reservations.get(self.spare_reservation), jobs
+
+    def protected_jobs(self, jobs: list[Job]) -> list[Job]:
+        return [
+            j
+            for j in jobs
+            if j.reservation == self.reservation
+            and (not self.job_name or j.name == self.job_name)
+            and (j.active or j.state in ("NODE_FAIL", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"))
+        ]
+
+    def warm_jobs(self, jobs: list[Job]) -> dict[str, Job]:
+        return {j.nodes[0]: j for j in jobs if j.name == WARM_JOB_NAME and j.active and j.nodes}
+
+    def spares(self, nodes=None, spare_res=None, jobs=None) -> list[SpareInfo]:
+        if nodes is None:
+            nodes, _, spare_res, jobs = self.snapshot()
+        warming = self.warm_jobs(jobs or [])
+        out = []
+        for name in spare_res.nodes if spare_res else []:
+            n = nodes.get(name)
+            out.append(
+                SpareInfo(
+                    node=name,
+                    slurm_state=n.label if n else "missing",
+                    warmth=Warmth.decode(n.extra if n else ""),
+                    warm_job=warming[name].job_id if name in warming else None,
+                )
+            )
+        return out
+
+    def status(self) -> dict[str, Any]:
+        nodes, res, spare_res, jobs = self.snapshot()
+        state = self._load()
+        return {
+            "reservation": {
+                "name": self.reservation,
+                "nodes": res.nodes if res else [],
+                "exists": res is not None,
+            },
+            "spare_reservation": {
+                "name": self.spare_reservation,
+                "nodes": spare_res.nodes if spare_res else [],
+            },
+            "jobs": [
+                {
+                    "job_id": j.job_id,
+                    "name": j.name,
+                    "state": j.state,
+                    "nodes": j.nodes,
+                    "reason": j.reason,
+                    "restart_count": j.restart_count,
+                }
+                for j in self.protected_jobs(jobs)
+            ],
+            "spares": [s.as_dict() for s in self.spares(nodes, spare_res, jobs)],
+            "failovers": state.failovers,
+            "last_failover_seconds": state.last_failover_s,
+            "recovering": [asdict(r) for r in state.recoveries],
+        }
+
+    # ------------------------------------------------------------------ operator actions
+    def add(self, node: str, warm: bool = True) -> None:
+        nodes, res, spare_res, _ = self.snapshot()
+        if node not in nodes:
+            raise SlurmError(f"node {node!r}: Slurm does not know it")
+        if res and node in res.nodes:
+            raise SlurmError(
+                f"{node} is in the training reservation {self.reservation}; it cannot also be a spare"
+            )
+        if spare_res is None:
+            self.slurm.create_reservation(self.spare_reservation, [node])
+        elif node not in spare_res.nodes:
+            self.slurm.add_to_reservation(self.spare_reservation, node)
+        self.event("spare_added", node=node)
+        if warm:
+            self.warm(node)
+
+    def remove(self, node: str) -> None:
+        _, _, spare_res, jobs = self.snapshot()
+        if spare_res is None or node not in spare_res.nodes:
+            raise SlurmError(f"{node} is not a spare (not in reservation {self.spare_reservation})")
+        warming = self.warm_jobs(jobs)
+        if node in warming:
+            self.slurm.cancel(warming[node].job_id)
+        self._leave_spare_reservation(spare_res, node)
+        self.slurm.set_extra(node, "")
+        self.event("spare_removed", node=node)
+
+    def replace(self, node: str, reason: str = "operator replace") -> str | None:
+        """Operator-initiated swap (maintenance): the same path as a failure, with the operator's reason."""
+        nodes, res, spare_res, jobs = self.snapshot()
+        if res is None or node not in res.nodes:
+            raise SlurmError(f"{node} is not in the training reservation {self.reservation}")
+        state = self._load()
+        spare = self._failover(node, reason, nodes, res, spare_res, jobs, state)
+        self._save(state)
+        return spare
+
+    def warm(self, node: str) -> int:
+        """Submit the warm job on a spare: stage data, pull the newest checkpoint, health check, report."""
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        script = "#!/bin/sh\nexec " + " ".join(_sh_quote(a) for a in self.warm_command) + "\n"
+        job_id = self.slurm.submit(
+            [
+                "-N",
+                "1",
+                "-w",
+                node,
+                f"--reservation={self.spare_reservation}",
+                "-J",
+                WARM_JOB_NAME,
+                f"--time={max(1, int(self.warm_timeout_s // 60))}",
+                "-o",
+                str(self.state_file.parent / "warm-%j.out"),
+            ],
+            script=script,
+        )
+        self.event("warm_started", node=node, job_id=job_id)
+        return job_id
+
+    # ------------------------------------------------------------------ the watch loop
+    def tick(self) -> None:
+        nodes, res, spare_res, jobs = self.snapshot()
+        state = self._load()
+        if res is not None:
+            for name in list(res.nodes):
+                why = failure_reason(nodes.get(name))
+                if why:
+                    self._failover(name, why, nodes, res, spare_res, jobs, state)
+                    nodes, res, spare_res, jobs = self.snapshot()
+        self._advance_recoveries(state, jobs)
+        self._tend_spares(nodes, spare_res, jobs)
+        self._save(state)
+        self._export(state)
+
+    def watch(self, stop: Callable[[], bool] = lambda: False, poll_s: float = 2.0, on_error=None) -> None:
+        while not stop():
+            try:
+                self.tick()
+            except SlurmError as e:  # slurmctld away for a moment: say so, keep watching
+                self.event("watch_error", error=str(e))
+                if on_error:
+                    on_error(e)
+            time.sleep(poll_s)
+
+    # ------------------------------------------------------------------ internals
+    def _failover(self, failed, why, nodes, res, spare_res, jobs, state: WatchState) -> str | None:
+        detected = self.clock()
+        self.event("failure_detected", node=failed, why=why)
+        node = nodes.get(failed)
+        if node is None or not node.drained:
+            self.slurm.drain(failed, f"{DRAIN_PREFIX} {why}")
+            self.event("drained", node=failed, reason=f"{DRAIN_PREFIX} {why}")
+        spare = self._pick_spare(nodes, spare_res, jobs)
+        members = [n for n in res.nodes if n != failed]
+        if spare is not None:
+            warming = self.warm_jobs(jobs)
+            if spare.node in warming:
+                self.slurm.cancel(warming[spare.node].job_id)
+            self._leave_spare_reservation(spare_res, spare.node)
+            members.append(spare.node)
+            self.event(
+                "spare_swapped_in",
+                node=spare.node,
+                replaces=failed,
+                warm=spare.warmth.state == "warm",
+                ckpt_step=spare.warmth.ckpt_step,
+            )
+        else:
+            self.event("no_spare_available", node=failed, alert=True)
+        if members:
+            self.slurm.set_reservation_nodes(self.reservation, members)
+        else:
+            self.slurm.delete_reservation(self.reservation)
+        affected = [
+            j for j in self.protected_jobs(jobs) if failed in j.nodes or j.state in ("PENDING", "NODE_FAIL")
+        ]
+        for job in affected:
+            if not any(r.job_id == job.job_id for r in state.recoveries):
+                state.recoveries.append(Recovery(job.job_id, failed, spare.node if spare else None, detected))
+        state.failovers += 1
+        self._advance_recoveries(state, self.slurm.jobs())
+        return spare.node if spare else None
+
+    def _advance_recoveries(self, state: WatchState, jobs: list[Job]) -> None:
+        by_id = {j.job_id: j for j in jobs}
+        still = []
+        for r in state.recoveries:
+            job = by_id.get(r.job_id)
+            if job is None or job.state in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT"):
+                self.event("recovery_ended", job_id=r.job_id, state=job.state if job else "gone")
+                continue
+            if job.state == "RUNNING" and r.failed not in job.nodes:
+                seconds = round(self.clock() - r.detected, 2)
+                state.last_failover_s = seconds
+                self.event(
+                    "job_running",
+                    job_id=r.job_id,
+                    nodes=job.nodes,
+                    seconds_from_detection=seconds,
+                    on_spare=r.spare in job.nodes if r.spare else False,
+                )
+                continue
+            try:
+                if job.state == "RUNNING" and not r.requeued:
+                    # Slurm keeps a job running on a drained node; requeue it onto the new membership.
+                    self.slurm.cmd.scontrol("requeue", str(job.job_id))
+                    r.requeued = True
+                    self.event("requeued", job_id=job.job_id)
+                elif job.state == "PENDING" and job.reason == "BeginTime":
+                    self.slurm.start_now(job.job_id)
+                elif job.state == "PENDING" and "held" in job.reason.lower():
+                    self.slurm.release(job.job_id)
+            except SlurmError as e:
+                self.event("recovery_step_failed", job_id=job.job_id, error=str(e))
+            still.append(r)
+        state.recoveries = still
+
+    def _tend_spares(self, nodes, spare_res, jobs) -> None:
+        spares = self.spares(nodes, spare_res, jobs)
+        newest = None
+        for s in spares:
+            if s.warm_job is not None:
+                continue
+            if s.warmth.state in ("failed",) or (s.warmth.health is not None and not s.warmth.healthy):
+                # A spare that fails its health check is not a spare.
+                self._leave_spare_reservation(spare_res, s.node)
+                self.slurm.drain(
+                    s.node, f"{DRAIN_PREFIX} failed warm-up: {s.warmth.detail or 'health check'}"
+                )
+                self.event("spare_rejected", node=s.node, detail=s.warmth.detail, health=s.warmth.health)
+                spare_res = self.slurm.reservation(self.spare_reservation)
+                continue
+            node = nodes.get(s.node)
+            if node is None or not node.usable:
+                continue
+            if s.warmth.state == "cold":
+                self.warm(s.node)
+                continue
+            if newest is None:
+                newest = self.remote_latest() or -1
+            if s.warmth.state == "warm" and newest > (s.warmth.ckpt_step or -1):
+                self.event("rewarm", node=s.node, have=s.warmth.ckpt_step, newest=newest)
+                self.warm(s.node)
+        # Acting above changed Slurm (drains, memberships): choose new spares from a fresh view.
+        nodes = {n.name: n for n in self.slurm.nodes()}
+        spare_res = self.slurm.reservation(self.spare_reservation)
+        have = len(spare_res.nodes) if spare_res else 0
+        while have < self.min_spares:
+            candidate = self._idle_pool(nodes)
+            if candidate is None:
+                self.event("no_spare_available", alert=True, have=have, want=self.min_spares)
+                break
+            self.add(candidate, warm=True)
+            nodes.pop(candidate, None)
+            have += 1
+
+    def _idle_pool(self, nodes: dict[str, Node]) -> str | None:
+        reserved = set()
+        for r in self.slurm.reservations():
+            reserved.update(r.nodes)
+        for name in sorted(nodes):
+            n = nodes[name]
+            if name not in reserved and n.state == "idle" and n.usable:
+                return name
+        return None
+
+    def _pick_spare(self, nodes, spare_res, jobs) -> SpareInfo | None:
+        candidates = [
+            s
+            for s in self.spares(nodes, spare_res, jobs)
+            if nodes.get(s.node) is not None
+            and nodes[s.node].usable
+            and s.warmth.state != "failed"
+            and (s.warmth.health is None or s.warmth.healthy)
+        ]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda s: s.warmth.score)
+
+    def _leave_spare_reservation(self, spare_res: Reservation | None, node: str) -> None:
+        if spare_res is None or node not in spare_res.nodes:
+            return
+        rest = [n for n in spare_res.nodes if n != node]
+        if rest:
+            self.slurm.set_reservation_nodes(self.spare_reservation, rest)
+        else:
+            self.slurm.delete_reservation(self.spare_reservation)
+
+    def event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return log_event(self.event_log, f"spare.{kind}", **fields)
+
+    def _load(self) -> WatchState:
+        try:
+            raw = read_json(self.state_file)
+        except (FileNotFoundError, ValueError):
+            return WatchState()
+        return WatchState(
+            recoveries=[Recovery(**r) for r in raw.get("recoveries", [])],
+            failovers=int(raw.get("failovers", 0)),
+            last_failover_s=raw.get("last_failover_s"),
+        )
+
+    def _save(self, state: WatchState) -> None:
+        atomic_write_json(self.state_file, asdict(state))
+
+    def _export(self, state: WatchState) -> None:
+        if self.textfile_dir is None:
+            return
+        nodes, _, spare_res, jobs = self.snapshot()
+        spares = self.spares(nodes, spare_res, jobs)
+        metrics = [
+            Metric("clusterops_spares", "Nodes in the spare reservation").add(len(spares)),
+            Metric("clusterops_spares_warm", "Spares whose warm-up finished and passed health").add(
+                sum(s.warmth.state == "warm" for s in spares)
+            ),
+            Metric(
+                "clusterops_spare_failovers_total", "Failovers since the watcher's state began", "counter"
+            ).add(state.failovers),
+        ]
+        if state.last_failover_s is not None:
+            metrics.append(
+                Metric(
+                    "clusterops_spare_last_failover_seconds",
+                    "Seconds from failure detection to the job running again",
+                ).add(state.last_failover_s)
+            )
+        write_textfile(self.textfile_dir, "clusterops_spare", metrics)
+
+
+def failure_reason(node: Node | None) -> str | None:
+    """Why a training node counts as failed, or None. A drain by anyone counts: the node must go."""
+    if node is None:
+        return "node vanished from Slurm"
+    if not node.responding:
+        return "node not responding"
+    if node.state == "down":
+        return f"node down ({node.reason or 'no reason'})"
+    if node.drained:
+        return f"drained ({node.reason or 'no reason'})"
+    return None
+
+
+def _sh_quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)

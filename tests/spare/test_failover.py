@@ -1,0 +1,177 @@
+"""The warm-spare manager against the real sandbox cluster: real drains, reservations, requeues."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import pytest
+
+from clusterops.slurm import SlurmClient
+from clusterops.spare.manager import SpareManager
+from clusterops.spare.warmth import Warmth
+from clusterops.telemetry import read_events
+
+pytestmark = pytest.mark.sandbox
+
+# The warm command the tests use: publish a finished, healthy warm-up (the real warm-here needs the
+# staging, checkpoint and health commands; its own test covers it).
+FAKE_WARM = (
+    "import os, time, json, subprocess;"
+    "n=os.environ['SLURMD_NODENAME'];"
+    "w='clusterops-warmth '+json.dumps({'state':'warm','datasets_ready':True,'ckpt_step':7,'health':0,"
+    "'updated':time.time(),'warm_since':time.time()});"
+    "subprocess.run(['scontrol','update','NodeName='+n,'Extra='+w],check=True)"
+)
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+@pytest.fixture
+def cluster(sandbox, tmp_path):
+    sb, env = sandbox
+    client = SlurmClient(env["SLURM_CONF"], timeout=15)
+    mgr = SpareManager(
+        client,
+        "train-t",
+        "",
+        tmp_path / "state",
+        tmp_path / "events.ndjson",
+        tmp_path / "textfile",
+        min_spares=1,
+        warm_command=[sys.executable, "-c", FAKE_WARM],
+    )
+    client.create_reservation("train-t", ["node1", "node2"])
+    yield sb, client, mgr, tmp_path
+    for j in client.jobs():
+        if j.active:
+            client.cancel(j.job_id)
+    for r in client.reservations():
+        client.delete_reservation(r.name)
+    for n in client.nodes():
+        if not n.responding or n.state == "down":
+            sb.revive_node(n.name)
+    for n in client.nodes():
+        if n.drained:
+            client.resume(n.name)
+        if n.extra:
+            client.set_extra(n.name, "")
+    wait_for(lambda: all(n.usable and n.state == "idle" for n in client.nodes()), 30, "all nodes idle again")
+
+
+def submit_protected(client, tmp_path) -> int:
+    script = "#!/bin/sh\necho start $SLURM_RESTART_COUNT $SLURM_JOB_NODELIST\nsrun sleep 300\n"
+    return client.submit(
+        [
+            "-N",
+            "2",
+            "--reservation=train-t",
+            "-J",
+            "train",
+            "-o",
+            str(tmp_path / "job.out"),
+            "--open-mode=append",
+        ],
+        script=script,
+    )
+
+
+def run_watch(mgr, until, timeout):
+    stop = threading.Event()
+    errors = []
+    t = threading.Thread(
+        target=mgr.watch, kwargs={"stop": stop.is_set, "poll_s": 0.5, "on_error": errors.append}
+    )
+    t.start()
+    try:
+        return wait_for(until, timeout, "watcher outcome")
+    finally:
+        stop.set()
+        t.join(30)
+
+
+def events(tmp_path, kind):
+    return [e for e in read_events(tmp_path / "events.ndjson") if e["event"] == f"spare.{kind}"]
+
+
+def test_dead_node_swapped_for_warm_spare_and_job_runs_on_it(cluster):
+    sb, client, mgr, tmp = cluster
+    mgr.add("node3")
+    wait_for(lambda: Warmth.decode(client.node("node3").extra).state == "warm", 30, "node3 warm")
+    job = submit_protected(client, tmp)
+    wait_for(lambda: client.job(job).state == "RUNNING", 30, "job running")
+    sb.kill_node("node2")
+    run_watch(mgr, lambda: events(tmp, "job_running"), 90)
+    running = client.job(job)
+    assert running.state == "RUNNING" and sorted(running.nodes) == ["node1", "node3"]
+    assert running.restart_count >= 1
+    node2 = client.node("node2")
+    assert node2.drained and node2.reason.startswith("clusterops: spare:")
+    assert sorted(client.reservation("train-t").nodes) == ["node1", "node3"]
+    (ev,) = events(tmp, "job_running")
+    assert ev["on_spare"] and ev["seconds_from_detection"] > 0
+    # A new spare is taken from the idle pool and warmed: node4 is the only idle node left.
+    wait_for(
+        lambda: (
+            client.reservation("train-t-spare") and client.reservation("train-t-spare").nodes == ["node4"]
+        ),
+        30,
+        "node4 becomes the new spare",
+    )
+    prom = (tmp / "textfile" / "clusterops_spare.prom").read_text()
+    assert "clusterops_spare_failovers_total 1" in prom
+
+
+def test_health_drain_then_second_failure_uses_the_rewarmed_spare(cluster):
+    sb, client, mgr, tmp = cluster
+    mgr.add("node3")
+    wait_for(lambda: Warmth.decode(client.node("node3").extra).state == "warm", 30, "node3 warm")
+    job = submit_protected(client, tmp)
+    wait_for(lambda: client.job(job).state == "RUNNING", 30, "job running")
+    client.drain("node1", "clusterops: gpu: row remap pending on GPU 3")
+    run_watch(mgr, lambda: events(tmp, "job_running"), 60)
+    assert sorted(client.job(job).nodes) == ["node2", "node3"]
+    # The watcher warmed node4 as the next spare; a second failure swaps it in.
+    wait_for(lambda: Warmth.decode(client.node("node4").extra).state == "warm", 60, "node4 warm")
+    client.drain("node2", "clusterops: efa: rx_drops rising")
+    run_watch(mgr, lambda: len(events(tmp, "job_running")) == 2, 60)
+    assert sorted(client.job(job).nodes) == ["node3", "node4"]
+    assert (
+        client.node("node1").reason == "clusterops: gpu: row remap pending on GPU 3"
+    )  # kept, not overwritten
+
+
+def test_spare_that_failed_health_is_skipped(cluster):
+    sb, client, mgr, tmp = cluster
+    mgr.add("node3", warm=False)
+    mgr.add("node4", warm=False)
+    client.set_extra("node3", Warmth(state="failed", health=2, detail="health: gpu: ecc").encode())
+    client.set_extra("node4", Warmth(state="warm", health=0, datasets_ready=True, ckpt_step=5).encode())
+    spare = mgr.replace("node2", "maintenance")
+    assert spare == "node4"
+    mgr.tick()
+    assert client.node("node3").drained  # a spare that fails its health check is not a spare
+    assert client.reservation("train-t-spare") is None
+    assert sorted(client.reservation("train-t").nodes) == ["node1", "node4"]
+
+
+def test_no_spare_alerts_and_still_requeues(cluster):
+    sb, client, mgr, tmp = cluster
+    mgr.min_spares = 0
+    client.create_reservation("other", ["node3", "node4"])  # nothing idle to warm
+    job = submit_protected(client, tmp)
+    wait_for(lambda: client.job(job).state == "RUNNING", 30, "job running")
+    client.drain("node2", "clusterops: xid: 79")
+    mgr.tick()
+    assert events(tmp, "no_spare_available") and events(tmp, "no_spare_available")[0]["alert"]
+    wait_for(lambda: client.job(job).restart_count >= 1, 30, "job requeued")
+    assert client.reservation("train-t").nodes == ["node1"]
