@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,22 @@ REMOTE_OPTION = typer.Option(
 )
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr)
+@contextlib.contextmanager
+def _s3_errors():
+    """An S3 error that outlived the retries becomes one line naming the operation, not a traceback."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from clusterops.checkpoint.transfer import TransferError
+
+    try:
+        yield
+    except ClientError as e:
+        err = e.response.get("Error", {})
+        raise TransferError(
+            f"S3 {e.operation_name} failed: {err.get('Code', '?')} {err.get('Message', '')}"
+        ) from None
+    except BotoCoreError as e:
+        raise TransferError(f"S3 unreachable or failing: {e}") from None
 
 
 def _local_root(cfg: Any, local: str | None) -> Path:
@@ -102,7 +116,7 @@ def push_cmd(
 
     cfg = get_config(ctx)
     rem = _remote(cfg, remote)
-    with _transfers(cfg, rem.client) as tx:
+    with _s3_errors(), _transfers(cfg, rem.client) as tx:
         result = push(_local_root(cfg, local), rem, tx, _node(node), step)
     if json_out:
         print_json(result.__dict__)
@@ -132,7 +146,7 @@ def pull_cmd(
             raise UsageError(f"{which!r}: give `latest` or a step number")
         step = int(which)
     rem = _remote(cfg, remote)
-    with _transfers(cfg, rem.client) as tx:
+    with _s3_errors(), _transfers(cfg, rem.client) as tx:
         result = pull(rem, _local_root(cfg, dest), tx, step)
     if json_out:
         print_json(result.__dict__)
@@ -161,12 +175,13 @@ def status_cmd(
     from clusterops.checkpoint import status
 
     cfg = get_config(ctx)
-    st = status.collect(
-        _local_root(cfg, local),
-        _remote(cfg, remote),
-        cfg.checkpoint.lag_warning_s,
-        cfg.checkpoint.lag_critical_s,
-    )
+    with _s3_errors():
+        st = status.collect(
+            _local_root(cfg, local),
+            _remote(cfg, remote),
+            cfg.checkpoint.lag_warning_s,
+            cfg.checkpoint.lag_critical_s,
+        )
     _write_textfile(cfg, st, textfile)
     if json_out:
         print_json(st.to_dict())
@@ -200,8 +215,9 @@ def prune_cmd(
     root = _local_root(cfg, local)
     keep_n = cfg.checkpoint.keep_local if keep is None else keep
     rkeep = cfg.checkpoint.keep_remote if remote_keep is None else remote_keep
-    actions = prune.prune_local(root, node_path(cfg.checkpoint.local_root), rem, keep_n, dry_run)
-    actions += prune.prune_remote(rem, rkeep, cfg.checkpoint.milestone_every, dry_run)
+    with _s3_errors():
+        actions = prune.prune_local(root, node_path(cfg.checkpoint.local_root), rem, keep_n, dry_run)
+        actions += prune.prune_remote(rem, rkeep, cfg.checkpoint.milestone_every, dry_run)
     if json_out:
         print_json([a.__dict__ for a in actions])
         return
@@ -226,7 +242,7 @@ def sync_cmd(
 
     cfg = get_config(ctx)
     rem = _remote(cfg, remote)
-    with _transfers(cfg, rem.client) as tx:
+    with _s3_errors(), _transfers(cfg, rem.client) as tx:
         result = sync(
             local_root=_local_root(cfg, local),
             configured_root=node_path(cfg.checkpoint.local_root),
