@@ -6,18 +6,11 @@ from __future__ import annotations
 import importlib
 import sys
 
-import typer
-
 from clusterops.errors import ClusteropsError
 
-app = typer.Typer(
-    name="clusterops",
-    help="Keep an LLM pretraining run on a Slurm GPU cluster fed, healthy and recoverable.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+# `clusterops hook <one of these>` (what slurm.conf runs on every node for every job) skips typer and
+# every other group: see main().
+HOOKS = ("prolog", "epilog", "healthcheck")
 
 # (module under clusterops.cli, group name, one-line help). Order is the order in --help.
 # Several people edit this list at once: add only your own line; read CONTRIBUTING.md (commit only your own
@@ -27,33 +20,61 @@ GROUPS = [
     ("slurm_cmd", "slurm", "Look at and act on Slurm nodes, jobs and reservations."),
     ("sandbox_cmd", "sandbox", "A real local cluster (slurmctld, N slurmd, S3) for trying and testing."),
     ("hook_cmd", "hook", "Entry points for slurm.conf: Prolog, Epilog, HealthCheckProgram."),
+    ("health_cmd", "health", "Node health: check, record a fixture, undrain what a check drained."),
     ("train_cmd", "train", "The compact GQA trainer (SmolLM3): run, submit to Slurm, export to HF."),
     ("ckpt_cmd", "ckpt", "Checkpoints to and from S3: commit, push, pull, status, prune, sync."),
     ("raid_cmd", "raid", "RAID 0 over the instance-store NVMe drives: plan, apply, status."),
     ("stage_cmd", "stage", "Stage datasets onto local NVMe, verified; status, verify, evict, daemon."),
     ("data_cmd", "data", "Token shards in datatrove's layout: prepare from text/JSONL, inspect."),
     ("spare_cmd", "spare", "Keep a warm spare node and swap it in when a training node fails."),
+    ("bench_cmd", "bench", "Node acceptance: measure a node against what its hardware should deliver."),
 ]
 
 
-@app.callback()
-def _root(
-    ctx: typer.Context,
-    config: str = typer.Option(
-        None, "--config", "-c", help="Config file, layered over /etc/clusterops and CLUSTEROPS_CONFIG."
-    ),
-) -> None:
-    ctx.obj = {"config_path": config}
+def _build_app():
+    global typer  # module-global, so typer can resolve the callback's string annotations
+    import typer
+
+    app = typer.Typer(
+        name="clusterops",
+        help="Keep an LLM pretraining run on a Slurm GPU cluster fed, healthy and recoverable.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    @app.callback()
+    def _root(
+        ctx: typer.Context,
+        config: str = typer.Option(
+            None, "--config", "-c", help="Config file, layered over /etc/clusterops and CLUSTEROPS_CONFIG."
+        ),
+    ) -> None:
+        ctx.obj = {"config_path": config}
+
+    for _module, _name, _help in GROUPS:
+        _sub = importlib.import_module(f"clusterops.cli.{_module}").app
+        app.add_typer(_sub, name=_name, help=_help)
+    return app
 
 
-for _module, _name, _help in GROUPS:
-    _sub = importlib.import_module(f"clusterops.cli.{_module}").app
-    app.add_typer(_sub, name=_name, help=_help)
+def __getattr__(name: str):
+    # `clusterops.cli.app` is built on first use, so the hook fast path never imports typer.
+    if name == "app":
+        globals()["app"] = built = _build_app()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
+    argv = sys.argv[1:]
+    if len(argv) == 2 and argv[0] == "hook" and argv[1] in HOOKS:
+        from clusterops.cli import hook_cmd
+
+        sys.exit(hook_cmd.run_hook(argv[1]))
     try:
-        app()
+        (globals().get("app") or __getattr__("app"))()
     except ClusteropsError as e:
         print(f"clusterops: {e}", file=sys.stderr)
         sys.exit(e.exit_code)

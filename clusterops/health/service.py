@@ -151,9 +151,7 @@ def evaluate(
     return report, recording
 
 
-def fixture_from_recording(
-    recording: dict[str, Any], report: Report, cfg: config_mod.Config
-) -> dict[str, Any]:
+def fixture_from_recording(recording: dict[str, Any], report: Report) -> dict[str, Any]:
     from clusterops.health.fixture import FORMAT
 
     return {
