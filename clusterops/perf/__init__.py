@@ -1,0 +1,1 @@
+"""Performance: node acceptance figures, collectives, and throughput triage."""
