@@ -61,14 +61,14 @@ def pull(remote: Remote, dest_root: str | Path, transfers: Transfers, step: int 
         )
 
     _clean_stale(root, name)
-    heads = remote.head_files(n, manifest.files)
-    missing = [f.path for f in manifest.files if heads[f.path] is None]
+    sizes = remote.listed_sizes(n)
+    missing = [f.path for f in manifest.files if f.path not in sizes]
     if missing:
         raise TransferError(
             f"{remote}: step {n} is missing {len(missing)} object(s) in S3 (first: {missing[0]}); "
             "nothing was written"
         )
-    short = [f.path for f in manifest.files if heads[f.path] is not None and heads[f.path].size != f.size]
+    short = [f.path for f in manifest.files if sizes[f.path] != f.size]
     if short:
         raise TransferError(f"{remote}: step {n}: {short[0]} has another size in S3 than its manifest says")
 

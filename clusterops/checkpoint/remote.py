@@ -155,6 +155,15 @@ class Remote:
                     out.append((Manifest.from_bytes(got[0], f"s3://{self.bucket}/{obj['Key']}"), got[0]))
         return out
 
+    def listed_sizes(self, step: int) -> dict[str, int]:
+        """{relative path: size} of every data object under `step`, from one listing (no checksums)."""
+        prefix = self.step_prefix(step)
+        out = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                out[obj["Key"][len(prefix) :]] = int(obj["Size"])
+        return out
+
     def head_files(
         self, step: int, files: list[FileEntry], workers: int = 16
     ) -> dict[str, RemoteObject | None]:
@@ -168,8 +177,15 @@ class Remote:
 
     def unverified(self, step: int, files: list[FileEntry]) -> list[str]:
         """Paths whose S3 object is missing, of another size, or without a matching CRC32C record."""
-        heads = self.head_files(step, files)
-        return [f.path for f in files if not transfer.matches(heads[f.path], f.size, f.crc32c)]
+        # One listing first: what is absent or of the wrong size needs no HEAD to be called unverified.
+        sizes = self.listed_sizes(step)
+        candidates = [f for f in files if sizes.get(f.path) == f.size]
+        heads = self.head_files(step, candidates)
+        return [
+            f.path
+            for f in files
+            if f.path not in heads or not transfer.matches(heads[f.path], f.size, f.crc32c)
+        ]
 
     # ---------------------------------------------------------------- writes
     def put_if_absent(self, key: str, data: bytes) -> bool:

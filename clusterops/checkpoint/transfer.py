@@ -23,7 +23,7 @@ from clusterops import checksum
 from clusterops.errors import ClusteropsError
 
 MiB = 1 << 20
-READ_PIECE = 1 * MiB
+READ_PIECE = 8 * MiB
 STREAM_ATTEMPTS = 8
 
 
