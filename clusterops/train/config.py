@@ -33,6 +33,7 @@ class TrainSection:
     compile: bool = False
     activation_checkpointing: bool = False
     log_every: int = 10
+    threads: int = 0  # CPU intra-op threads; 0: torch's default (1 keeps a tiny model fast on a busy host)
     peak_tflops: float = 0.0  # per device, for MFU; 0: known GPUs (H100/H200 989 bf16 dense), else no MFU
 
 
@@ -169,18 +170,25 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
 def _validate(cfg: TrainConfig, where: str) -> None:
     checks = [
         (cfg.data.seq_len >= 1, "data.seq_len must be at least 1"),
-        (cfg.data.seq_len <= cfg.model.max_seq_len,
-         f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len {cfg.model.max_seq_len}"),
+        (
+            cfg.data.seq_len <= cfg.model.max_seq_len,
+            f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len {cfg.model.max_seq_len}",
+        ),
         (cfg.data.micro_batch >= 1, "data.micro_batch must be at least 1"),
         (cfg.train.steps >= 1, "train.steps must be at least 1"),
         (cfg.train.grad_accum >= 1, "train.grad_accum must be at least 1"),
         (cfg.train.tp >= 1, "train.tp must be at least 1"),
         (cfg.train.init in ("full", "sharded"), "train.init must be 'full' or 'sharded'"),
         (cfg.train.dtype in ("auto", "bf16", "fp32"), "train.dtype must be auto, bf16 or fp32"),
-        (cfg.optim.schedule in ("wsd", "cosine", "constant"), "optim.schedule must be wsd, cosine or constant"),
+        (
+            cfg.optim.schedule in ("wsd", "cosine", "constant"),
+            "optim.schedule must be wsd, cosine or constant",
+        ),
         (0.0 <= cfg.optim.decay_fraction <= 1.0, "optim.decay_fraction must be within [0, 1]"),
-        (cfg.model.n_kv_heads % cfg.train.tp == 0,
-         f"train.tp {cfg.train.tp} must divide n_kv_heads {cfg.model.n_kv_heads}"),
+        (
+            cfg.model.n_kv_heads % cfg.train.tp == 0,
+            f"train.tp {cfg.train.tp} must divide n_kv_heads {cfg.model.n_kv_heads}",
+        ),
         (0.0 < cfg.watchdog.fraction < 1.0, "watchdog.fraction must be within (0, 1)"),
     ]
     for ok, message in checks:

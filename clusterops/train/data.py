@@ -73,8 +73,11 @@ class Batch:
     def to(self, device: torch.device | str) -> Batch:
         move = {"non_blocking": True}
         return Batch(
-            self.tokens.to(device, **move), self.targets.to(device, **move),
-            self.doc_ids.to(device, **move), self.positions.to(device, **move), self.samples,
+            self.tokens.to(device, **move),
+            self.targets.to(device, **move),
+            self.doc_ids.to(device, **move),
+            self.positions.to(device, **move),
+            self.samples,
         )
 
 

@@ -62,8 +62,9 @@ def hf_state_dict(model: Transformer, dtype: torch.dtype) -> dict[str, torch.Ten
     }
 
 
-def export_hf(step_dir: str | os.PathLike[str], out: str | os.PathLike[str], dtype: str = "float32",
-              force: bool = False) -> Path:
+def export_hf(
+    step_dir: str | os.PathLike[str], out: str | os.PathLike[str], dtype: str = "float32", force: bool = False
+) -> Path:
     """Write OUT/config.json and OUT/model.safetensors from a committed step dir; OUT appears whole or
     not at all (written under a temp name, then renamed)."""
     from safetensors.torch import save_file
@@ -90,7 +91,11 @@ def export_hf(step_dir: str | os.PathLike[str], out: str | os.PathLike[str], dty
     tmp.mkdir(parents=True)
     save_file(hf_state_dict(model, DTYPES[dtype]), str(tmp / "model.safetensors"), metadata={"format": "pt"})
     (tmp / "config.json").write_text(json.dumps(hf_config(cfg, dtype), indent=2) + "\n")
-    gen = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id, "pad_token_id": cfg.pad_token_id}
+    gen = {
+        "bos_token_id": cfg.bos_token_id,
+        "eos_token_id": cfg.eos_token_id,
+        "pad_token_id": cfg.pad_token_id,
+    }
     (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     if out.exists():
         shutil.rmtree(out)

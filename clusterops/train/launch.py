@@ -66,8 +66,11 @@ def from_environ(env: Mapping[str, str] | None = None) -> LaunchEnv:
     env = os.environ if env is None else env
     if "RANK" in env and "WORLD_SIZE" in env:
         return LaunchEnv(
-            rank=_int(env, "RANK"), world=_int(env, "WORLD_SIZE"), local_rank=int(env.get("LOCAL_RANK", "0")),
-            master_addr=env.get("MASTER_ADDR", "127.0.0.1"), master_port=int(env.get("MASTER_PORT", "29500")),
+            rank=_int(env, "RANK"),
+            world=_int(env, "WORLD_SIZE"),
+            local_rank=int(env.get("LOCAL_RANK", "0")),
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(env.get("MASTER_PORT", "29500")),
             source="torchrun",
         )
     if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:  # inside an srun step, not the batch script
@@ -78,10 +81,14 @@ def from_environ(env: Mapping[str, str] | None = None) -> LaunchEnv:
         me = env.get("SLURMD_NODENAME", "")
         master = env.get("MASTER_ADDR") or (node_addr(nodes[0], env) if world > 1 else "127.0.0.1")
         return LaunchEnv(
-            rank=_int(env, "SLURM_PROCID"), world=world, local_rank=int(env.get("SLURM_LOCALID", "0")),
+            rank=_int(env, "SLURM_PROCID"),
+            world=world,
+            local_rank=int(env.get("SLURM_LOCALID", "0")),
             master_addr=master,
             master_port=int(env.get("MASTER_PORT") or port_for_job(int(env.get("SLURM_JOB_ID", "0")))),
-            source="srun", node=me, node_addr=node_addr(me, env) if (me and world > 1) else "",
+            source="srun",
+            node=me,
+            node_addr=node_addr(me, env) if (me and world > 1) else "",
         )
     return LaunchEnv(0, 1, 0, "127.0.0.1", 29500, "single")
 

@@ -76,9 +76,16 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool) -> to
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "embed_tokens" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(
-        groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps, fused=fused or None
+        groups,
+        lr=cfg.optim.lr,
+        betas=(cfg.optim.beta1, cfg.optim.beta2),
+        eps=cfg.optim.eps,
+        fused=fused or None,
     )
 
 
@@ -109,7 +116,9 @@ def data_root(cfg: TrainConfig, d: parallel.Dist) -> Path:
         f"clusterops-synthetic-v{m.vocab_size}-t{cfg.data.synthetic_tokens}-{node_name()}"
     )
     if d.local_rank == 0:
-        write_synthetic(root, m.vocab_size, cfg.data.synthetic_tokens, seed=0, bos=m.bos_token_id, eos=m.eos_token_id)
+        write_synthetic(
+            root, m.vocab_size, cfg.data.synthetic_tokens, seed=0, bos=m.bos_token_id, eos=m.eos_token_id
+        )
     if dist.is_initialized():
         dist.barrier()
     return root
@@ -158,13 +167,20 @@ def run(
 ) -> RunResult:
     """Train to cfg.train.steps (or until `stop_after` steps of this call), resuming when a committed
     checkpoint exists. `log` receives rank 0's human-readable lines."""
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
     d = d or parallel.init_distributed(cfg.train.tp)
     say = log if d.rank == 0 else (lambda line: None)
     model = build_model(cfg, d)
     optimizer = build_optimizer(model, cfg, fused=d.device.type == "cuda")
     loader = TokenLoader(
-        data_root(cfg, d), cfg.data.seq_len, cfg.data.micro_batch, rank=d.dp_rank, world=d.dp,
-        seed=cfg.data.seed, eos_token_id=cfg.model.eos_token_id,
+        data_root(cfg, d),
+        cfg.data.seq_len,
+        cfg.data.micro_batch,
+        rank=d.dp_rank,
+        world=d.dp,
+        seed=cfg.data.seed,
+        eos_token_id=cfg.model.eos_token_id,
     )
     root = checkpoint_dir or cfg.checkpoint.dir or None
     step, tokens_seen = 0, 0
@@ -188,8 +204,10 @@ def run(
     watchdog = ThroughputWatchdog(w.fraction, w.patience, w.window, w.warmup_steps)
     spikes = LossSpikeDetector(w.spike_factor)
     params = list(model.parameters())
-    say(f"training {cfg.preset} ({cfg.model.num_params() / 1e6:.1f}M params) on {d.world} x {device_name}, "
-        f"dp={d.dp} tp={d.tp}, {tokens_per_step} tokens/step, steps {step}..{cfg.train.steps}")
+    say(
+        f"training {cfg.preset} ({cfg.model.num_params() / 1e6:.1f}M params) on {d.world} x {device_name}, "
+        f"dp={d.dp} tp={d.tp}, {tokens_per_step} tokens/step, steps {step}..{cfg.train.steps}"
+    )
 
     last_ckpt = time.monotonic()
     ran = 0
@@ -219,7 +237,9 @@ def run(
             tokens_seen += tokens_per_step
 
             due = cfg.checkpoint.interval_s > 0 and time.monotonic() - last_ckpt >= cfg.checkpoint.interval_s
-            flags = torch.tensor([loss_sum, float(signals.received is not None), float(due)], dtype=torch.float64)
+            flags = torch.tensor(
+                [loss_sum, float(signals.received is not None), float(due)], dtype=torch.float64
+            )
             if d.enabled:
                 dist.all_reduce(flags)  # every rank agrees on the loss, on a signal and on a due checkpoint
             loss_avg = float(flags[0]) / d.world
@@ -230,15 +250,23 @@ def run(
             result.records.append(record)
 
             if (event := watchdog.update(tps)) is not None:
-                say(f"WARNING throughput drop at step {step}: {event['tokens_per_s']:.0f} tokens/s/device "
-                    f"< {event['fraction']:.0%} of baseline {event['baseline']:.0f}")
+                say(
+                    f"WARNING throughput drop at step {step}: {event['tokens_per_s']:.0f} tokens/s/device "
+                    f"< {event['fraction']:.0%} of baseline {event['baseline']:.0f}"
+                )
                 reporter.event("throughput_drop", step=step, **event)
             if (event := spikes.update(loss_avg)) is not None:
-                say(f"WARNING loss spike at step {step}: {event['loss']:.4f} vs running mean {event['running_mean']:.4f}")
+                say(
+                    f"WARNING loss spike at step {step}: {event['loss']:.4f} "
+                    f"vs running mean {event['running_mean']:.4f}"
+                )
                 reporter.event("loss_spike", step=step, **event)
             if step % cfg.train.log_every == 0 or step == cfg.train.steps or ran == 1:
-                say(f"step={step} loss={loss_avg:.4f} lr={lr:.3e} grad_norm={grad_norm:.3f} "
-                    f"tokens/s/device={tps:.0f} mfu={mfu * 100:.1f}% mem={record.mem_gib:.2f}GiB")
+                mfu_text = f"{mfu * 100:.1f}%" if peak else "n/a"
+                say(
+                    f"step={step} loss={loss_avg:.4f} lr={lr:.3e} grad_norm={grad_norm:.3f} "
+                    f"tokens/s/device={tps:.0f} mfu={mfu_text} mem={record.mem_gib:.2f}GiB"
+                )
                 reporter.gauges(step, loss_avg, tps, mfu, watchdog.low >= watchdog.patience, spikes.count)
 
             stop = None
@@ -249,10 +277,16 @@ def run(
             every = cfg.checkpoint.every_steps
             if root and (stop or flags[2] > 0 or (every and step % every == 0) or step == cfg.train.steps):
                 train_state = {
-                    "step": step, "tokens_seen": tokens_seen, "loader": loader.state_dict(),
-                    "preset": cfg.preset, "model": cfg.model.to_dict(), "config": cfg.to_dict(),
+                    "step": step,
+                    "tokens_seen": tokens_seen,
+                    "loader": loader.state_dict(),
+                    "preset": cfg.preset,
+                    "model": cfg.model.to_dict(),
+                    "config": cfg.to_dict(),
                 }
-                path = ckpt.save(root, step, model, optimizer, train_state, tokens_seen, keep=cfg.checkpoint.keep)
+                path = ckpt.save(
+                    root, step, model, optimizer, train_state, tokens_seen, keep=cfg.checkpoint.keep
+                )
                 result.checkpoint = str(path)
                 last_ckpt = time.monotonic()
                 say(f"checkpoint committed: {path}")

@@ -36,7 +36,9 @@ class ThroughputWatchdog:
 
     @property
     def baseline(self) -> float | None:
-        return statistics.median(self.history) if len(self.history) >= min(5, self.history.maxlen or 5) else None
+        return (
+            statistics.median(self.history) if len(self.history) >= min(5, self.history.maxlen or 5) else None
+        )
 
     def update(self, tokens_per_s: float) -> dict[str, Any] | None:
         self.seen += 1
@@ -46,8 +48,12 @@ class ThroughputWatchdog:
         if base is not None and tokens_per_s < self.fraction * base:
             self.low += 1  # slow samples stay out of the baseline, so a long drop does not become normal
             if self.low == self.patience:
-                return {"tokens_per_s": round(tokens_per_s, 1), "baseline": round(base, 1),
-                        "fraction": self.fraction, "steps_below": self.low}
+                return {
+                    "tokens_per_s": round(tokens_per_s, 1),
+                    "baseline": round(base, 1),
+                    "fraction": self.fraction,
+                    "steps_below": self.low,
+                }
             return None
         self.low = 0
         self.history.append(tokens_per_s)
@@ -84,20 +90,25 @@ class Reporter:
         if self.events_file:
             telemetry.log_event(self.events_file, kind, job=self.job, **fields)
 
-    def gauges(self, step: int, loss: float, tokens_per_s: float, mfu: float, drop: bool, spikes: int) -> None:
+    def gauges(
+        self, step: int, loss: float, tokens_per_s: float, mfu: float, drop: bool, spikes: int
+    ) -> None:
         if not self.textfile_dir:
             return
         labels = {"job": self.job} if self.job else {}
         metrics = [
             telemetry.Metric("clusterops_train_step", "Training step reached.").add(step, **labels),
             telemetry.Metric("clusterops_train_loss", "Training loss (last step).").add(loss, **labels),
-            telemetry.Metric("clusterops_train_tokens_per_second_per_device",
-                             "Training throughput per device.").add(tokens_per_s, **labels),
+            telemetry.Metric(
+                "clusterops_train_tokens_per_second_per_device", "Training throughput per device."
+            ).add(tokens_per_s, **labels),
             telemetry.Metric("clusterops_train_mfu", "Model FLOPs utilisation (0-1).").add(mfu, **labels),
-            telemetry.Metric("clusterops_train_throughput_drop",
-                             "1 while the throughput watchdog sees a drop.").add(1 if drop else 0, **labels),
-            telemetry.Metric("clusterops_train_loss_spikes_total", "Loss spikes seen by this run.",
-                             kind="counter").add(spikes, **labels),
+            telemetry.Metric(
+                "clusterops_train_throughput_drop", "1 while the throughput watchdog sees a drop."
+            ).add(1 if drop else 0, **labels),
+            telemetry.Metric(
+                "clusterops_train_loss_spikes_total", "Loss spikes seen by this run.", kind="counter"
+            ).add(spikes, **labels),
         ]
         Path(self.textfile_dir).mkdir(parents=True, exist_ok=True)
         telemetry.write_textfile(self.textfile_dir, "clusterops_train", metrics)

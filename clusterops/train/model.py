@@ -79,8 +79,17 @@ PRESETS: dict[str, ModelConfig] = {
     "smollm3-1b": ModelConfig(n_layers=16, intermediate_size=6144),
     # For CPU tests: byte-level vocabulary, four layers so layer 3 is a NoPE layer.
     "tiny": ModelConfig(
-        vocab_size=256, hidden_size=64, n_layers=4, n_heads=4, n_kv_heads=2, intermediate_size=176,
-        rope_theta=10000.0, max_seq_len=512, bos_token_id=1, eos_token_id=0, pad_token_id=2,
+        vocab_size=256,
+        hidden_size=64,
+        n_layers=4,
+        n_heads=4,
+        n_kv_heads=2,
+        intermediate_size=176,
+        rope_theta=10000.0,
+        max_seq_len=512,
+        bos_token_id=1,
+        eos_token_id=0,
+        pad_token_id=2,
     ),
 }
 
@@ -171,7 +180,9 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, kv_dim, bias=False)
         self.o_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttentionMask
+    ) -> torch.Tensor:
         b, s, _ = x.shape
         # -1 heads: under tensor parallelism each rank holds a slice of the heads.
         q = self.q_proj(x).view(b, s, -1, self.head_dim).transpose(1, 2)
@@ -209,7 +220,9 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttentionMask
+    ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -236,7 +249,9 @@ class Transformer(nn.Module):
                 if p.ndim == 1:
                     p.fill_(1.0)
                 else:
-                    std = out_std if name.endswith(("o_proj.weight", "down_proj.weight")) else self.cfg.init_std
+                    std = (
+                        out_std if name.endswith(("o_proj.weight", "down_proj.weight")) else self.cfg.init_std
+                    )
                     p.normal_(0.0, std, generator=generator)
 
     def forward(

@@ -53,7 +53,11 @@ def init_distributed(tp: int = 1, env: launch.LaunchEnv | None = None) -> Dist:
     if le.world % tp:
         raise ValueError(f"tp={tp} does not divide the world size {le.world}")
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda", le.local_rank % max(1, torch.cuda.device_count())) if cuda else torch.device("cpu")
+    device = (
+        torch.device("cuda", le.local_rank % max(1, torch.cuda.device_count()))
+        if cuda
+        else torch.device("cpu")
+    )
     if cuda:
         torch.cuda.set_device(device)
     if le.world == 1:
@@ -99,7 +103,11 @@ def apply_compile(model: nn.Module) -> None:
 def apply_fsdp(model: nn.Module, dp_mesh, mixed_precision: bool) -> None:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision else None
+    mp = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if mixed_precision
+        else None
+    )
     kwargs = {"mesh": dp_mesh, **({"mp_policy": mp} if mp else {})}
     for i, block in enumerate(model.layers):
         # The last block's parameters are needed again at once by backward: keep them gathered.
