@@ -16,7 +16,7 @@ from clusterops.train.model import PRESETS, ModelConfig, preset
 @dataclass
 class DataSection:
     path: str = ""  # staged root holding *.ds shards; empty: the built-in synthetic corpus
-    seq_len: int = 4096
+    seq_len: int = 0  # 0: the model's max_seq_len (4096 for the SmolLM3 presets)
     micro_batch: int = 1
     seed: int = 1234
     synthetic_tokens: int = 1 << 20
@@ -144,6 +144,8 @@ def from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
             if key not in kinds:
                 raise ConfigError(f"{where}: unknown key '{section}.{key}' (known: {', '.join(kinds)})")
             setattr(target, key, _coerce(value, getattr(target, key), f"{where}: '{section}.{key}'"))
+    if cfg.data.seq_len == 0:
+        cfg.data.seq_len = cfg.model.max_seq_len
     _validate(cfg, where)
     return cfg
 
