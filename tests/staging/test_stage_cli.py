@@ -190,6 +190,32 @@ def test_kill9_mid_copy_then_rerun_becomes_ready(tmp_path):
     assert not list(dest.rglob("*.part"))
 
 
+@pytest.mark.slow
+def test_kill9_at_many_points_never_shows_a_partial_file(tmp_path):
+    """SIGKILL at spread-out moments (start-up, checking, copying, READY): after each, every file a reader
+    sees under D is whole and right, and READY is never there unless everything is; a final run finishes."""
+    src = make_tree(tmp_path / "src", {f"d{i // 3}/s{i}.ds": (1 << 20) + 7 * i for i in range(9)})
+    manifest = tmp_path / "M.json"
+    run_cli("stage", "manifest", str(src), "-o", str(manifest), check=True)
+    dest = tmp_path / "D"
+    argv = [*CLI, "stage", "run", str(manifest), "--dest", str(dest), "--workers", "3"]
+    argv += ["--bandwidth-mbps", "12"]
+    for delay in (0.2, 0.6, 1.0, 1.3, 1.6, 2.0, 2.4):
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        for p in dest.rglob("*") if dest.exists() else []:
+            if p.is_file() and ".staging" not in p.parts:
+                assert p.read_bytes() == (src / p.relative_to(dest)).read_bytes(), (delay, p)
+        if status(dest)["ready"]:
+            assert_same_tree(src, dest)
+    r = run_cli("stage", "run", str(manifest), "--dest", str(dest))
+    assert r.returncode == 0, r.stderr
+    assert status(dest)["ready"] is True
+    assert_same_tree(src, dest)
+
+
 def test_local_damage_is_found_by_verify_and_repaired_by_run(tmp_path, dataset):
     src, manifest = dataset
     dest = tmp_path / "D"
