@@ -7,6 +7,8 @@ progress is on disk, so kill -9 at any point followed by a restart simply carrie
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import threading
@@ -60,7 +62,9 @@ def options_from(cfg: config_mod.Config) -> engine.Options:
     )
 
 
-def resolve(spec: DatasetSpec, cfg: config_mod.Config, s3client: Any = None) -> tuple[mf.Manifest, str]:
+def resolve(
+    spec: DatasetSpec, cfg: config_mod.Config, s3client: Any = None, dest: Path | None = None
+) -> tuple[mf.Manifest, str]:
     """The manifest for a dataset and the location of its bytes."""
     src = spec.source
     if src.endswith(".json"):
@@ -77,9 +81,40 @@ def resolve(spec: DatasetSpec, cfg: config_mod.Config, s3client: Any = None) -> 
             raise mf.ManifestError(f"{src}: manifest names no source")
         m.name = m.name or spec.name
         return m, m.source
+    # A bare directory or prefix: checksumming it every round would read the whole dataset each time.
+    # A cheap listing (path, size, mtime or ETag) decides whether the manifest cached beside the
+    # dataset still describes the source.
+    cache = state.meta_dir(dest) / "source-manifest.json" if dest is not None else None
+    listing = _listing(src, s3client or _client(cfg) if src.startswith("s3://") else None)
+    if cache is not None and cache.is_file():
+        cached = state.read_json_or_none(cache)
+        if isinstance(cached, dict) and cached.get("listing") == listing:
+            m = mf.parse(json.dumps(cached["manifest"]), str(cache))
+            return m, src
     if src.startswith("s3://"):
-        return mf.build_from_s3(src, s3client or _client(cfg), name=spec.name), src
-    return mf.build_from_dir(src, name=spec.name, workers=cfg.staging.max_workers), src
+        m = mf.build_from_s3(src, s3client or _client(cfg), name=spec.name)
+    else:
+        m = mf.build_from_dir(src, name=spec.name, workers=cfg.staging.max_workers)
+    if cache is not None:
+        atomic_write_json(cache, {"listing": listing, "manifest": json.loads(m.render())})
+    return m, src
+
+
+def _listing(src: str, client: Any) -> str:
+    """A hash of what the source shows without reading it: path, size, and mtime (or S3 ETag)."""
+    h = hashlib.sha256()
+    if src.startswith("s3://"):
+        from clusterops.s3 import S3Url
+
+        loc = S3Url.parse(src)
+        prefix = loc.key if not loc.key or loc.key.endswith("/") else loc.key + "/"
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                h.update(f"{obj['Key']}\0{obj['Size']}\0{obj.get('ETag', '')}\n".encode())
+    else:
+        for rel, full, size in mf.walk_dir(src):
+            h.update(f"{rel}\0{size}\0{full.stat().st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 _clients: dict[int, Any] = {}
@@ -106,7 +141,7 @@ def converge_once(cfg: config_mod.Config, log: Any = None) -> list[dict[str, Any
     for spec in parse_specs(cfg):
         dest = root / spec.name
         try:
-            manifest, location = resolve(spec, cfg)
+            manifest, location = resolve(spec, cfg, dest=dest)
             readiness = state.check_ready(dest)
             if readiness.ready and readiness.fingerprint == manifest.fingerprint:
                 status = state.status(dest)

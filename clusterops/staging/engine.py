@@ -29,6 +29,7 @@ from clusterops.errors import ClusteropsError
 from clusterops.fsutil import atomic_write_json, fsync_dir
 from clusterops.staging import state as st
 from clusterops.staging.manifest import FileEntry, Manifest
+from clusterops.staging.manifest import check_relpath as mf_check_relpath
 
 GiB = 1 << 30
 
@@ -324,6 +325,9 @@ class Stager:
         same_manifest = isinstance(old_manifest, dict) and old_manifest.get("fingerprint") == fp
         if not same_manifest:
             self._unready()
+            if isinstance(old_manifest, dict):
+                # Kept until pruned, so a run killed before pruning still prunes when rerun.
+                atomic_write_json(self.meta / "prune.json", old_manifest)
             # Fresh manifest: old verification records describe other content.
             (self.meta / "verified.jsonl").unlink(missing_ok=True)
             self.manifest.save(self.meta / "manifest.json")
@@ -372,7 +376,8 @@ class Stager:
         to_copy.sort(key=lambda e: -e.size)  # biggest first: the pool drains evenly
         self._parallel(to_copy, self._copy_one, None)
         os.fsync(self._records_fd)
-        self._prune(old_manifest if not same_manifest else None)
+        self._prune(st.read_json_or_none(self.meta / "prune.json"))
+        (self.meta / "prune.json").unlink(missing_ok=True)
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
         seconds = time.monotonic() - t0
@@ -518,7 +523,7 @@ class Stager:
         keep = {e.path for e in self.manifest.files}
         for raw in old_manifest.get("files", []):
             path = raw.get("path") if isinstance(raw, dict) else None
-            if isinstance(path, str) and path not in keep and ".." not in path.split("/"):
+            if isinstance(path, str) and path not in keep and mf_check_relpath(path) is None:
                 (self.dest / path).unlink(missing_ok=True)
 
     def _fsync_tree(self) -> None:

@@ -195,3 +195,27 @@ def test_gate_reads_comment_from_scontrol_line(monkeypatch, line, comment):
 
     monkeypatch.setattr(proc, "run", lambda argv, timeout, env: proc.Result(list(argv), 0, line + "\n", ""))
     assert gate.job_comment("12", "/etc/slurm/slurm.conf", 5) == comment
+
+
+def test_daemon_follows_a_bare_directory_source(tmp_path):
+    """No published manifest: the daemon builds one, reuses it while the source's listing is unchanged,
+    and converges to a changed source (new content copied, removed files pruned)."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.ds").write_bytes(b"a" * 5000)
+    (src / "sub/b.ds").write_bytes(b"b" * 7000)
+    cfg = write_config(tmp_path, [f"raw={src}"])
+    env = {**os.environ, "CLUSTEROPS_CONFIG": str(cfg), "CLUSTEROPS_NODE": "n1"}
+    dest = tmp_path / "nodes/n1/nvme/datasets/raw"
+    r = run_cli("stage", "daemon", "--once", env=env)
+    assert r.returncode == 0 and "raw: READY" in r.stdout, r.stdout + r.stderr
+    r = run_cli("stage", "daemon", "--once", env=env)
+    assert r.returncode == 0 and "staging" not in r.stdout  # unchanged listing: nothing read, nothing copied
+
+    (src / "a.ds").write_bytes(b"A" * 6000)
+    (src / "sub/b.ds").unlink()
+    r = run_cli("stage", "daemon", "--once", env=env)
+    assert r.returncode == 0 and "raw: READY" in r.stdout, r.stdout + r.stderr
+    assert (dest / "a.ds").read_bytes() == b"A" * 6000
+    assert not (dest / "sub/b.ds").exists()
+    assert state.status(dest)["ready"] is True
