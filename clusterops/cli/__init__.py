@@ -57,6 +57,7 @@ def _build_app():
     for _module, _name, _help in GROUPS:
         _sub = importlib.import_module(f"clusterops.cli.{_module}").app
         app.add_typer(_sub, name=_name, help=_help)
+    app.command("demo")(importlib.import_module("clusterops.cli.demo_cmd").demo)
     return app
 
 
