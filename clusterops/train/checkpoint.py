@@ -25,8 +25,20 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from clusterops.checkpoint import layout
 from clusterops.fsutil import atomic_write_json
+
+
+class _Layout:
+    """clusterops.checkpoint.layout, imported on first use: it needs awscrt (CRC32C), which a bare GPU
+    benchmark machine lacks, and a run without a checkpoint dir never touches it."""
+
+    def __getattr__(self, name: str):
+        from clusterops.checkpoint import layout as real
+
+        return getattr(real, name)
+
+
+layout = _Layout()
 
 TRAIN_STATE = "train_state.json"
 

@@ -184,6 +184,7 @@ def write_synthetic(
     bos: int = 1,
     eos: int = 0,
     shards: int = 2,
+    doc_len: tuple[int, int] = (16, 160),
 ) -> Path:
     """A small learnable corpus in datatrove layout: each document is an arithmetic progression modulo
     the vocabulary (random start and stride), so a model must attend within the document to predict it.
@@ -201,7 +202,7 @@ def write_synthetic(
         with ShardWriter(path, token_size=np.dtype(dtype).itemsize, tokenizer="synthetic") as writer:
             written = 0
             while written < per_shard:
-                length = int(rng.integers(16, 160))
+                length = int(rng.integers(*doc_len))
                 start, stride = int(rng.integers(0, span)), int(rng.integers(1, 9))
                 body = (start + stride * np.arange(length)) % span + low
                 doc = np.concatenate(([bos], body, [eos])).astype(dtype)
