@@ -204,7 +204,7 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="co-bench-stage-", dir="/var/tmp"))
-    (work / "none.toml").write_text("[staging]\nmax_workers = 4\n")
+    (work / "none.toml").write_text("[staging]\nmax_workers = 8\n")
     env = {**os.environ, "CLUSTEROPS_CONFIG": str(work / "none.toml"), "TMPDIR": str(work / "tmp")}
     (work / "tmp").mkdir()
     server_proc = None

@@ -104,7 +104,7 @@ class StagingSection:
     source_root: str = ""
     max_workers: int = 8
     bandwidth_mbps: float = 0.0  # 0: no cap
-    buffer_mb: int = 8  # read/write buffer per copy thread
+    buffer_mb: int = 1  # per copy thread; 1 MiB stays in cache from read to checksum to write
     poll_s: float = 60.0  # daemon: seconds between convergence rounds
 
 

@@ -149,7 +149,9 @@ def converge_once(cfg: config_mod.Config, log: Any = None) -> list[dict[str, Any
                 say(f"{spec.name}: staging {len(manifest.files)} files from {location} into {dest}")
 
                 def mirror(s: state.DatasetState, name: str = spec.name) -> None:
-                    atomic_write_json(node_state_file(cfg, name), {**s.to_dict(), "ready": False})
+                    target = node_state_file(cfg, name)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    engine._write_json_fast(target, {**s.to_dict(), "ready": False})
 
                 source = engine.source_for(location, cfg.s3)
                 if isinstance(source, engine.S3Source):

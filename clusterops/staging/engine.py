@@ -55,6 +55,8 @@ def _sync_file_range():
 
 _SFR = _sync_file_range()
 _SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
+_SFR_WAIT = True
+_READ_WILLNEED = False
 
 
 class StageError(ClusteropsError):
@@ -68,7 +70,7 @@ class Busy(StageError):
 @dataclass
 class Options:
     workers: int = 8
-    buffer_bytes: int = 8 << 20
+    buffer_bytes: int = 1 << 20  # small enough to stay in cache from read to checksum to write
     bandwidth_bytes_s: float = 0.0  # 0: no cap
     fsync: bool = True
     # Space kept free beyond the data itself (filesystem metadata, other writers).
@@ -141,6 +143,8 @@ class DirSource(Source):
         view = memoryview(buf)
         with open(path, "rb", buffering=0) as f:
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # deeper readahead
+            if _READ_WILLNEED:
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
             while n := f.readinto(buf):
                 sink(view[:n])
 
@@ -279,7 +283,7 @@ class Stager:
             elapsed = now - self.state.started_at
             self.state.gbps = round(self.state.bytes_copied / elapsed / 1e9, 3) if elapsed > 0 else 0.0
             snapshot = self.state.to_dict()
-        atomic_write_json(self.meta / "state.json", snapshot)
+        _write_json_fast(self.meta / "state.json", snapshot)
         if self.on_state:
             self.on_state(st.DatasetState.from_dict(snapshot))
 
@@ -482,7 +486,7 @@ class Stager:
             written += len(view)
             if _SFR is not None and self.opts.fsync and written - flushed >= _WRITE_BEHIND:
                 _SFR(fd, flushed, written - flushed, _SFR_WRITE)
-                if flushed >= _WRITE_BEHIND:
+                if _SFR_WAIT and flushed >= _WRITE_BEHIND:
                     prev = flushed - _WRITE_BEHIND
                     _SFR(fd, prev, _WRITE_BEHIND, _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER)
                 flushed = written
@@ -532,6 +536,14 @@ class Stager:
         dirs = {self.dest} | {(self.dest / e.path).parent for e in self.manifest.files}
         for d in dirs:
             fsync_dir(d)
+
+
+def _write_json_fast(path: Path, obj: Any) -> None:
+    """Replace a progress file atomically without fsync: it is advisory (READY decides), rewritten every
+    second, and an fsync here would make ext4 flush the data being copied at the same time."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 class _SizeMismatch(Exception):
