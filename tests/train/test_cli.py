@@ -18,7 +18,7 @@ def test_run_then_export_hf_loads_in_transformers(tmp_path):
         "--checkpoint-dir",
         str(ckpt),
         "--steps",
-        "40",
+        "30",
         timeout=400,
     )
     assert result.returncode == 0, result.stderr
