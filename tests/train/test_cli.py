@@ -67,3 +67,45 @@ def test_bad_config_is_one_clear_line(tmp_path):
     result = run_cli("train", "run", str(bad))
     assert result.returncode == 2
     assert "unknown key 'train.stepz'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sigusr1_checkpoints_and_stops(tmp_path):
+    """What Slurm's --signal=USR1@60 does before a time limit: commit a checkpoint at the next step, stop."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "C"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clusterops",
+            "train",
+            "run",
+            str(REPO / "configs/tiny.toml"),
+            "--checkpoint-dir",
+            str(ckpt),
+            "--steps",
+            "100000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SLURM_")},
+    )
+    try:
+        for line in proc.stdout:
+            if line.startswith("step="):
+                proc.send_signal(signal.SIGUSR1)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    m = re.search(r"stopping at step (\d+) \(SIGUSR1\)", out)
+    assert m, out
+    newest = layout.newest_committed(ckpt)
+    assert newest is not None and newest.step == int(m.group(1))
