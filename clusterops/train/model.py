@@ -161,10 +161,12 @@ _flex_compiled = None
 
 
 def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block) -> torch.Tensor:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if torch.compiler.is_compiling():  # inside a compiled block: the outer graph fuses it
+        return flex_attention(q, k, v, block_mask=block, enable_gqa=True)
     global _flex_compiled  # compiled once per process: eager FlexAttention is a slow reference path
     if _flex_compiled is None:
-        from torch.nn.attention.flex_attention import flex_attention
-
         _flex_compiled = torch.compile(flex_attention, dynamic=False)
     return _flex_compiled(q, k, v, block_mask=block, enable_gqa=True)
 
