@@ -50,15 +50,19 @@ def pull(remote: Remote, dest_root: str | Path, transfers: Transfers, step: int 
     name = manifest.dir_name if layout.parse_step(manifest.dir_name or "") == n else layout.step_dir_name(n)
     target = root / name
 
+    part = None  # this node's own part of a multi-node checkpoint, replaced by the whole one
     if target.exists():
         if layout.is_committed(target):
             mine = layout.read_manifest(target)
             if mine.by_path() == manifest.by_path() and layout.verify(target).ok:
                 return PullResult(n, target, "present", 0, time.monotonic() - t0)
-        raise UsageError(
-            f"{target}: exists and is not a verified copy of step {n} from {remote}; "
-            "move it away and pull again"
-        )
+            if _is_part_of(mine, manifest):
+                part = target
+        if part is None:
+            raise UsageError(
+                f"{target}: exists and is not a verified copy of step {n} from {remote}; "
+                "move it away and pull again"
+            )
 
     _clean_stale(root, name)
     sizes = remote.listed_sizes(n)
@@ -95,17 +99,33 @@ def pull(remote: Remote, dest_root: str | Path, transfers: Transfers, step: int 
         layout.write_manifest(tmp, data)
         for d in {(tmp / f.path).parent for f in manifest.files}:
             fsync_dir(d)
+        if part is not None:
+            # The part is a subset of what S3 holds whole: set it aside, then the whole copy takes its name.
+            aside = root / f".{name}.part-{os.getpid()}"
+            os.rename(part, aside)
+            fsync_dir(root)
         os.rename(tmp, target)
         fsync_dir(root)
+        if part is not None:
+            shutil.rmtree(aside, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PullResult(n, target, "pulled", manifest.total_bytes, time.monotonic() - t0)
 
 
+def _is_part_of(mine: layout.Manifest, whole: layout.Manifest) -> bool:
+    """A local part of a multi-node checkpoint whose every file the whole remote checkpoint holds as is."""
+    if mine.complete or mine.step != whole.step:
+        return False
+    theirs = whole.by_path()
+    return all(p in theirs and theirs[p].size == f.size and theirs[p].crc32c == f.crc32c
+               for p, f in mine.by_path().items())
+
+
 def _clean_stale(root: Path, name: str) -> None:
     """Remove temp dirs that pulls killed earlier left behind (their pid is gone)."""
-    for child in root.glob(f".{name}.pull-*"):
+    for child in [*root.glob(f".{name}.pull-*"), *root.glob(f".{name}.part-*")]:
         pid = child.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(child, ignore_errors=True)

@@ -41,7 +41,7 @@ def _s3_errors():
 def _local_root(cfg: Any, local: str | None) -> Path:
     from clusterops.config import node_path
 
-    return Path(local) if local else node_path(cfg.checkpoint.local_root)
+    return node_path(local) if local else node_path(cfg.checkpoint.local_root)
 
 
 def _remote(cfg: Any, remote: str | None):
@@ -135,8 +135,14 @@ def pull_cmd(
         None, "--dest", "-d", help="Root to pull into (default: checkpoint.local_root)."
     ),
     json_out: bool = JSON_OPTION,
+    missing_ok: bool = typer.Option(
+        False, "--missing-ok", help="Exit 0 when S3 holds no complete checkpoint yet (a job's first start)."
+    ),
 ) -> None:
-    """Download a checkpoint into a temp dir, verify every byte, rename it into DEST/step-N."""
+    """Download a checkpoint into a temp dir, verify every byte, rename it into DEST/step-N.
+
+    DEST may hold `{node}` (this node's name). This node's own part of a multi-node checkpoint is
+    replaced by the whole one."""
     from clusterops.checkpoint.pull import pull
     from clusterops.errors import UsageError
 
@@ -146,6 +152,14 @@ def pull_cmd(
             raise UsageError(f"{which!r}: give `latest` or a step number")
         step = int(which)
     rem = _remote(cfg, remote)
+    if missing_ok and step is None:
+        with _s3_errors():
+            if rem.latest() is None:
+                if json_out:
+                    print_json({"step": None, "state": "missing", "detail": "nothing to pull"})
+                else:
+                    print(f"{rem}: no complete checkpoint yet; nothing to pull")
+                return
     with _s3_errors(), _transfers(cfg, rem.client) as tx:
         result = pull(rem, _local_root(cfg, dest), tx, step)
     if json_out:
