@@ -1,7 +1,7 @@
 """Trainer step throughput on CPU: our model vs transformers' SmolLM3ForCausalLM, same config, same
 weights, same batch; forward + backward + AdamW. Runs alone: `.venv/bin/python bench/bench_train.py`.
 
-Runs are interleaved (ours, theirs, ours, ...) so a busy host slows both alike. Prints one table
+Runs are interleaved, alternating which tool goes first, so a busy host slows both alike. Prints one table
 (min/median/max tokens/s and the ratio of medians) and writes bench/results/train.json.
 """
 
@@ -79,11 +79,12 @@ def bench(name: str) -> dict:
     tokens = torch.randint(3, cfg.vocab_size, (batch, seq + 1), generator=torch.Generator().manual_seed(1))
     tokens_per_run = batch * seq * STEPS
     rates = {"clusterops": [], "transformers": []}
-    for _ in range(REPEATS):
-        rates["clusterops"].append(tokens_per_run / timed_steps(ours, ours, tokens, STEPS))
-        rates["transformers"].append(
-            tokens_per_run / timed_steps(theirs, lambda t: theirs(input_ids=t).logits, tokens, STEPS)
-        )
+    runs = {"clusterops": (ours, ours), "transformers": (theirs, lambda t: theirs(input_ids=t).logits)}
+    for i in range(REPEATS):
+        order = list(runs) if i % 2 == 0 else list(reversed(runs))  # neither tool always goes first
+        for tool in order:
+            model, forward = runs[tool]
+            rates[tool].append(tokens_per_run / timed_steps(model, forward, tokens, STEPS))
     row = {"workload": f"{name} ({cfg.num_params() / 1e6:.1f}M params, batch {batch} x seq {seq})"}
     for tool, values in rates.items():
         row[tool] = {"min": min(values), "median": statistics.median(values), "max": max(values)}
