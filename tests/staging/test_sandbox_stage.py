@@ -98,22 +98,27 @@ def test_daemon_stages_s3_dataset_onto_two_nodes(staged):
 
 
 def test_gate_passes_only_where_the_dataset_is_ready(staged):
-    """The gate as the prolog calls it, inside real jobs that name the dataset in --comment."""
+    """The gate as the prolog calls it, against a real job record that names the dataset in --comment:
+    inside the job on node1 (READY) it passes; asked for the same job on node3 (not staged) it refuses."""
+    from clusterops import config as config_mod
+    from clusterops.staging import gate
+
     sb, env, client, files, tmp = staged
-    results = {}
-    for node in ("node1", "node3"):
-        out = tmp / f"gate-{node}.out"
-        script = f"#!/bin/sh\ncd {REPO}\n{sys.executable} -m clusterops stage gate\necho rc=$?\n"
-        job_id = client.submit(
-            ["-w", node, "-o", str(out), "--comment", f"datasets={DATASET}"], script=script
-        )
-        results[node] = (job_id, out)
-    for node, (job_id, _out) in results.items():
-        wait_for(lambda j=job_id: finished(client, j), 60, f"gate job on {node}")
-    ok_text = results["node1"][1].read_text()
-    bad_text = results["node3"][1].read_text()
+    out = tmp / "gate-node1.out"
+    script = f"#!/bin/sh\ncd {REPO}\n{sys.executable} -m clusterops stage gate\necho rc=$?\nsleep 5\n"
+    job_id = client.submit(["-w", "node1", "-o", str(out), "--comment", f"datasets={DATASET}"], script=script)
+    wait_for(lambda: out.exists() and "rc=" in out.read_text(), 60, "the gate inside the job on node1")
+    ok_text = out.read_text()
     assert "rc=0" in ok_text and f"READY: {DATASET}" in ok_text, ok_text
-    assert "rc=1" in bad_text and f"not READY: {DATASET} (not staged here)" in bad_text, bad_text
+
+    cfg = config_mod.load(env=env)
+    for node, expect_ok in (("node1", True), ("node2", True), ("node3", False)):
+        prolog_env = {"SLURM_JOB_ID": str(job_id), "SLURMD_NODENAME": node, "SLURM_CONF": env["SLURM_CONF"]}
+        ok, msg = gate.check_job_datasets(cfg, prolog_env)
+        assert ok is expect_ok, msg
+        if not expect_ok:
+            assert f"not READY: {DATASET} (not staged here)" in msg
+    wait_for(lambda: finished(client, job_id), 60, "the gate job to end")
 
 
 def _prolog_uses_gate() -> bool:
