@@ -111,19 +111,23 @@ class Demo:
             sb.down()
         self.say(f"demo: starting a 4-node sandbox in {self.root}")
         state = sb.up(nodes=4, timeout=90)
-        self.env = {**os.environ, **sb.exports(state)}
+        # Jobs inherit the submitter's environment: the sandbox's exports must reach them (CLUSTEROPS_CONFIG).
+        os.environ.update(sb.exports(state))
+        self.env = dict(os.environ)
         self.sandbox = sb
         self.slurm = SlurmClient(sb.layout.slurm_conf, timeout=15)
         watcher = None
         stop_sync = threading.Event()
         try:
-            remote = self._configure(state.endpoint_url)
+            remote = self.remote = self._configure(state.endpoint_url)
             self._data()
             self._stage(TRAIN_NODES)
             self.slurm.create_reservation("training", TRAIN_NODES)
             self.say(f"demo: reservation 'training' = {', '.join(TRAIN_NODES)}; warming spare {SPARE}")
             self.cli("spare", "add", SPARE)
-            self.wait(lambda: self._warmth(SPARE).state in ("warm", "failed"), 300, f"spare {SPARE} to warm up")
+            self.wait(
+                lambda: self._warmth(SPARE).state in ("warm", "failed"), 300, f"spare {SPARE} to warm up"
+            )
             if self._warmth(SPARE).state != "warm":
                 raise DemoError(f"spare {SPARE} failed its warm-up: {self._warmth(SPARE).detail}")
             self.say(f"demo: spare {SPARE} warm (data READY, health {self._warmth(SPARE).health})")
@@ -132,7 +136,9 @@ class Demo:
             sync.start()
             job_id = self._submit()
             self.say(f"demo: training job {job_id} submitted on {', '.join(TRAIN_NODES)}")
-            step = self.wait(lambda: self._remote_latest(), 600, "a checkpoint committed and verified in S3", 2)
+            step = self.wait(
+                lambda: self._remote_latest(), 600, "a checkpoint committed and verified in S3", 2
+            )
             self.say(f"demo: checkpoint step {step} verified in S3; waiting for the spare to hold it")
             self.wait(lambda: (self._warmth(SPARE).ckpt_step or -1) >= step, 300, "the spare to pull it", 2)
             last = self._last_step(job_id)
@@ -142,8 +148,12 @@ class Demo:
             self.wait(lambda: self._resumed(job_id) is not None, 600, "the job to resume on the spare", 2)
             self.timeline.mark("first step after resume", time.time())
             self.say(f"demo: job resumed from step {self._resumed(job_id)} on {self.slurm.job(job_id).nodes}")
-            self.wait(lambda: self.slurm.job(job_id).state in ("COMPLETED", "FAILED", "CANCELLED"), 900,
-                      "the job to finish", 2)
+            self.wait(
+                lambda: self.slurm.job(job_id).state in ("COMPLETED", "FAILED", "CANCELLED"),
+                900,
+                "the job to finish",
+                2,
+            )
             if self.slurm.job(job_id).state != "COMPLETED":
                 raise DemoError(f"job {job_id} ended {self.slurm.job(job_id).state}; see {self._log(job_id)}")
             stop_sync.set()
@@ -184,17 +194,36 @@ class Demo:
             if f.is_file():
                 client.upload_file(str(f), cfg.s3.bucket, f"datasets/{DATASET}/{f.name}")
                 n += 1
-        self.say(f"demo: tokenized corpus into {n} shard files, uploaded to s3://{cfg.s3.bucket}/datasets/{DATASET}/")
+        self.say(
+            f"demo: tokenized corpus into {n} shard files, uploaded to s3://{cfg.s3.bucket}/datasets/{DATASET}/"
+        )
 
     def _stage(self, nodes: list[str]) -> None:
         job = self.slurm.submit(
-            ["-N", str(len(nodes)), "-w", ",".join(nodes), "-J", "clusterops-stage", "-o",
-             str(self.root / "stage-%j.out")],
+            [
+                "-N",
+                str(len(nodes)),
+                "-w",
+                ",".join(nodes),
+                "-J",
+                "clusterops-stage",
+                "-o",
+                str(self.root / "stage-%j.out"),
+            ],
             script="#!/bin/sh\nexec srun --ntasks-per-node=1 " + " ".join(CLI) + " stage daemon --once\n",
         )
         self.wait(lambda: self.slurm.job(job).state in ("COMPLETED", "FAILED", "CANCELLED"), 300, "staging")
         if self.slurm.job(job).state != "COMPLETED":
             raise DemoError(f"staging job {job} {self.slurm.job(job).state}; see {self.root}/stage-{job}.out")
+        import json
+
+        for node in nodes:
+            dest = self.sandbox.layout.node(node) / "nvme" / "datasets" / DATASET
+            r = self.cli("stage", "status", "--dest", str(dest), "--json", check=False)
+            entries = json.loads(r.stdout).get("datasets", []) if r.stdout.strip().startswith("{") else []
+            if not entries or not all(e.get("ready") for e in entries):
+                out = (self.root / f"stage-{job}.out").read_text()[-500:]
+                raise DemoError(f"dataset '{DATASET}' not READY on {node} after staging job {job}: {out!r}")
         self.say(f"demo: dataset '{DATASET}' staged and READY on {', '.join(nodes)}")
 
     def _start_watcher(self) -> subprocess.Popen:
@@ -218,8 +247,24 @@ class Demo:
 
         ckpt = str(self.sandbox.layout.nodes / "{node}" / "nvme" / "checkpoints")
         data = str(self.sandbox.layout.nodes / "{node}" / "nvme" / "datasets" / DATASET)
-        r = self.cli("train", "submit", str(REPO_CONFIGS / "demo.toml"), "--checkpoint-dir", ckpt,
-                     "--data", data, "--steps", str(self.steps), "--json")
+        r = self.cli(
+            "train",
+            "submit",
+            str(REPO_CONFIGS / "demo.toml"),
+            "--checkpoint-dir",
+            ckpt,
+            "--data",
+            data,
+            "--steps",
+            str(self.steps),
+            "--remote",
+            self.remote,
+            "--reservation",
+            "training",
+            "--output",
+            str(self.root / "train-%j.out"),
+            "--json",
+        )
         return int(json.loads(r.stdout)["job_id"])
 
     # ------------------------------------------------------------------ observations
@@ -251,7 +296,7 @@ class Demo:
         return max(steps) if steps else None
 
     def _resumed(self, job_id: int) -> int | None:
-        m = re.findall(r"resumed from step (\d+)", self._log_text(job_id))
+        m = re.findall(r"resumed from .*?\(step (\d+)", self._log_text(job_id))
         return int(m[-1]) if m else None
 
     def _result(self, job_id: int, remote: str, last_before: int | None) -> DemoResult:
@@ -271,7 +316,9 @@ class Demo:
         local = {}
         for node in ("node1", "node2", "node3", "node4"):
             d = self.sandbox.layout.node(node) / "nvme" / "checkpoints"
-            local[node] = sorted(p.name for p in d.iterdir() if p.name.startswith("step-")) if d.is_dir() else []
+            local[node] = (
+                sorted(p.name for p in d.iterdir() if p.name.startswith("step-")) if d.is_dir() else []
+            )
         return DemoResult(
             timeline=Timeline(sorted(self.timeline.marks, key=lambda m: m[1])),
             resumed_from=self._resumed(job_id),

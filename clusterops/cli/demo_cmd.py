@@ -38,13 +38,19 @@ def demo(
     lost = None
     if result.last_step_before_failure is not None and result.resumed_from is not None:
         lost = max(0, result.last_step_before_failure - result.resumed_from)
-    out.print(f"job {result.job_id}: resumed from step {result.resumed_from} on the spare; "
-              f"steps redone after the failure: {lost}")
+    out.print(
+        f"job {result.job_id}: resumed from step {result.resumed_from} on the spare; "
+        f"steps redone after the failure: {lost}"
+    )
     out.print(f"detection to running again: {result.failover_seconds} s")
     out.print(f"loss: first {result.first_loss}, final {result.final_loss}")
-    out.print(f"checkpoints: {result.remote} (S3); local: "
-              + "; ".join(f"{n}: {', '.join(s) or '-'}" for n, s in result.local_checkpoints.items()))
+    out.print(
+        f"checkpoints: {result.remote} (S3); local: "
+        + "; ".join(f"{n}: {', '.join(s) or '-'}" for n, s in result.local_checkpoints.items())
+    )
     if not result.resumed_from:
         raise typer.Exit(1)
-    out.print(f"[bold green]demo passed[/]: training resumed from step {result.resumed_from} on the spare "
-              f"after {result.failover_seconds} s, in {time.time() - started:.0f} s overall")
+    out.print(
+        f"[bold green]demo passed[/]: training resumed from step {result.resumed_from} on the spare "
+        f"after {result.failover_seconds} s, in {time.time() - started:.0f} s overall"
+    )

@@ -78,8 +78,22 @@ def _requeue(job_id: int) -> None:
     SlurmClient(os.environ.get("SLURM_CONF", ""), backend="command").requeue(job_id, start_now=False)
 
 
-def sbatch_script(cfg, config_path: str, checkpoint_dir: str, python: str = sys.executable) -> str:
-    """The batch script: one srun step of the trainer, requeueable, signalled before its time limit."""
+def sbatch_script(
+    cfg,
+    config_path: str,
+    checkpoint_dir: str,
+    python: str = sys.executable,
+    output: str = "",
+    data: str = "",
+    steps: int = 0,
+    remote: str = "",
+    reservation: str = "",
+) -> str:
+    """The batch script: one srun step of the trainer, requeueable, signalled before its time limit.
+
+    With `remote`, every (re)start first pulls the newest whole checkpoint from S3 onto each node, so a
+    node that joined after a failure, or holds only its own part, resumes from the same step as the rest.
+    """
     s = cfg.slurm
     lines = [
         "#!/bin/bash",
@@ -89,7 +103,7 @@ def sbatch_script(cfg, config_path: str, checkpoint_dir: str, python: str = sys.
         "#SBATCH --requeue",
         f"#SBATCH --signal=USR1@{s.signal_lead_s}",
         "#SBATCH --open-mode=append",
-        f"#SBATCH --output={checkpoint_dir}/slurm-%j.out",
+        f"#SBATCH --output={output or checkpoint_dir + '/slurm-%j.out'}",
     ]
     if s.cpus_per_task:
         lines.append(f"#SBATCH --cpus-per-task={s.cpus_per_task}")
@@ -99,6 +113,8 @@ def sbatch_script(cfg, config_path: str, checkpoint_dir: str, python: str = sys.
         lines.append(f"#SBATCH --time={s.time}")
     if s.partition:
         lines.append(f"#SBATCH --partition={s.partition}")
+    if reservation:
+        lines.append(f"#SBATCH --reservation={reservation}")
     lines += [f"#SBATCH {arg}" for arg in s.extra_args]
     argv = [
         python,
@@ -110,13 +126,35 @@ def sbatch_script(cfg, config_path: str, checkpoint_dir: str, python: str = sys.
         "--checkpoint-dir",
         checkpoint_dir,
     ]
+    if data:
+        argv += ["--data", data]
+    if steps:
+        argv += ["--steps", str(steps)]
     lines += [
         "export PYTHONUNBUFFERED=1",
         'echo "clusterops train: job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0} on $SLURM_JOB_NODELIST"',
-        # srun forwards the USR1 that --signal sends to every task; --kill-on-bad-exit ends the step
-        # when one rank dies instead of leaving the others blocked in a collective.
-        "exec srun --kill-on-bad-exit=1 " + " ".join(shlex.quote(a) for a in argv),
     ]
+    if remote:
+        pull = [
+            python,
+            "-m",
+            "clusterops",
+            "ckpt",
+            "pull",
+            "--remote",
+            remote,
+            "--dest",
+            checkpoint_dir,
+            "--missing-ok",
+        ]
+        lines.append(
+            "srun --ntasks-per-node=1 --kill-on-bad-exit=1 "
+            + " ".join(shlex.quote(a) for a in pull)
+            + " || exit 1"
+        )
+    # srun forwards the USR1 that --signal sends to every task; --kill-on-bad-exit ends the step
+    # when one rank dies instead of leaving the others blocked in a collective.
+    lines.append("exec srun --kill-on-bad-exit=1 " + " ".join(shlex.quote(a) for a in argv))
     return "\n".join(lines) + "\n"
 
 
@@ -126,34 +164,60 @@ def submit(
     config: str = typer.Argument(..., help="Trainer config TOML; its [slurm] table shapes the job."),
     checkpoint_dir: str = CKPT_OPTION,
     nodes: int = typer.Option(0, "--nodes", "-N", help="Override slurm.nodes."),
+    data: str = typer.Option("", "--data", help="Staged dataset root; `{node}` is each node's own copy."),
+    steps: int = typer.Option(0, "--steps", help="Override train.steps."),
+    remote: str = typer.Option(
+        "",
+        "--remote",
+        help="s3://... of the run's checkpoints: pull the newest onto every node at each start.",
+    ),
+    reservation: str = typer.Option("", "--reservation", help="Run inside this Slurm reservation."),
+    output: str = typer.Option("", "--output", help="Job output file (default CHECKPOINT_DIR/slurm-%j.out)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write and print the script, do not submit."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Write an sbatch script (srun, --requeue, --signal=USR1@lead, --open-mode=append) and submit it."""
+    """Write an sbatch script (srun, --requeue, --signal=USR1@lead, --open-mode=append) and submit it.
+
+    A checkpoint dir holding `{node}` keeps each node's part on its own local disk; give `--remote` so
+    every start pulls the whole newest checkpoint from S3 first."""
     cfg = _load(config)
     if nodes:
         cfg.slurm.nodes = nodes
     root = checkpoint_dir or cfg.checkpoint.dir
     if not root:
-        raise UsageError(
-            "no checkpoint dir: pass --checkpoint-dir or set checkpoint.dir (a path all nodes share)"
-        )
+        raise UsageError("no checkpoint dir: pass --checkpoint-dir or set checkpoint.dir")
     root = os.path.abspath(root)
-    Path(root).mkdir(parents=True, exist_ok=True)
-    script = sbatch_script(cfg, config, root)
+    per_node = "{node}" in root
+    if per_node and not output:
+        raise UsageError(
+            f"--checkpoint-dir {root}: with {{node}} in it, give --output (a path the head can read)"
+        )
+    script_dir = Path(output).resolve().parent if output else Path(root)
+    script_dir.mkdir(parents=True, exist_ok=True)
+    script = sbatch_script(
+        cfg,
+        config,
+        root,
+        output=os.path.abspath(output) if output else "",
+        data=data,
+        steps=steps,
+        remote=remote,
+        reservation=reservation,
+    )
     from clusterops.fsutil import atomic_write_text
 
-    script_path = atomic_write_text(Path(root) / "train.sbatch", script, mode=0o755)
+    script_path = atomic_write_text(script_dir / "train.sbatch", script, mode=0o755)
     if dry_run:
         print(script, end="")
         return
     from clusterops.slurm import SlurmClient
 
     job_id = SlurmClient.from_config(get_config(ctx)).submit([str(script_path)])
+    out_file = (os.path.abspath(output) if output else f"{root}/slurm-%j.out").replace("%j", str(job_id))
     if as_json:
-        print_json({"job_id": job_id, "script": str(script_path), "checkpoint_dir": root})
+        print_json({"job_id": job_id, "script": str(script_path), "checkpoint_dir": root, "output": out_file})
     else:
-        print(f"submitted job {job_id}: {script_path} (output {root}/slurm-{job_id}.out)")
+        print(f"submitted job {job_id}: {script_path} (output {out_file})")
 
 
 @app.command("export-hf")

@@ -68,11 +68,8 @@ def warm_here(
     remote = remote_url(cfg)
     dest = config_mod.node_path(cfg.checkpoint.local_root)
     if remote:
-        result, _ = _step(
-            "ckpt-pull", [*CLI, "ckpt", "pull", "--remote", remote, "--dest", str(dest)], timeout_s
-        )
-        if not result.ok and "no checkpoint" in result.detail.lower():
-            result = StepResult("ckpt-pull", True, "no checkpoint in S3 yet", result.seconds)
+        argv = [*CLI, "ckpt", "pull", "--remote", remote, "--dest", str(dest), "--missing-ok"]
+        result, _ = _step("ckpt-pull", argv, timeout_s)
         steps.append(result)
     else:
         steps.append(StepResult("ckpt-pull", True, "no S3 remote configured", 0.0))

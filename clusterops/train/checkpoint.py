@@ -65,14 +65,22 @@ def save(
     train_state: dict[str, Any],
     tokens_seen: int,
     keep: int = 0,
+    per_node: bool = False,
+    local_rank: int = 0,
 ) -> Path:
     """Write and commit ROOT/step-<step>; returns its path. An uncommitted leftover of that name (a save
-    killed midway) is replaced; a committed one is left as it is."""
+    killed midway) is replaced; a committed one is left as it is.
+
+    per_node: ROOT is each node's own local directory. Every rank writes its DCP files there, rank 0 the
+    metadata and trainer state, and each node commits what it holds: a part (`complete: false`) that
+    `ckpt push` from every node assembles into one whole checkpoint in S3."""
     step_dir = Path(root) / layout.step_dir_name(step)
     rank = _rank()
-    if layout.is_committed(step_dir):
+    owner = local_rank == 0 if per_node else rank == 0  # who prepares and commits this directory
+    committed = _all(layout.is_committed(step_dir))
+    if committed:
         return step_dir
-    if rank == 0:
+    if owner:
         if step_dir.exists():
             shutil.rmtree(step_dir)
         step_dir.mkdir(parents=True)
@@ -84,12 +92,21 @@ def save(
     if rank == 0:
         atomic_write_json(step_dir / TRAIN_STATE, train_state)
     _barrier()
-    if rank == 0:
+    if owner:
         layout.commit(step_dir, step, tokens_seen=tokens_seen, extra={"trainer": "clusterops.train"})
         if keep > 0:
             _retain(Path(root), keep)
     _barrier()
     return step_dir
+
+
+def _all(flag: bool) -> bool:
+    """True only when every rank says so (ranks must take the same branch around collectives)."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
 
 
 def load(
@@ -116,9 +133,30 @@ def load(
     return json.loads((step_dir / TRAIN_STATE).read_text())
 
 
-def newest(root: str | Path) -> Path | None:
-    found = layout.newest_committed(root)
-    return found.path if found else None
+def complete_steps(root: str | Path) -> dict[int, Path]:
+    """Committed step directories here that hold the whole checkpoint (not one node's part)."""
+    out = {}
+    for s in layout.list_steps(root):
+        if s.committed:
+            try:
+                if layout.read_manifest(s.path).complete:
+                    out[s.step] = s.path
+            except Exception:  # an unreadable manifest is not a checkpoint to resume from
+                continue
+    return out
+
+
+def newest(root: str | Path, agree: bool = False) -> Path | None:
+    """The newest whole committed checkpoint; with `agree`, the newest step every rank holds whole
+    (each node may keep its own root, and a resume must load the same step everywhere)."""
+    mine = complete_steps(root)
+    steps = set(mine)
+    if agree and dist.is_initialized():
+        gathered: list[list[int]] = [[] for _ in range(dist.get_world_size())]
+        dist.all_gather_object(gathered, sorted(steps))
+        for other in gathered:
+            steps &= set(other)
+    return mine[max(steps)] if steps else None
 
 
 def read_train_state(step_dir: str | Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from clusterops.config import node_name
+from clusterops.config import node_name, node_path
 from clusterops.train import checkpoint as ckpt
 from clusterops.train import parallel
 from clusterops.train.config import TrainConfig
@@ -110,7 +110,7 @@ def build_model(cfg: TrainConfig, d: parallel.Dist) -> Transformer:
 def data_root(cfg: TrainConfig, d: parallel.Dist) -> Path:
     """The staged dataset, or the built-in synthetic corpus written once per node (by local rank 0)."""
     if cfg.data.path:
-        return Path(cfg.data.path)
+        return node_path(cfg.data.path)  # `{node}`: this node's staged copy on its local NVMe
     m = cfg.model
     root = Path(tempfile.gettempdir()) / (
         f"clusterops-synthetic-v{m.vocab_size}-t{cfg.data.synthetic_tokens}-{node_name()}"
@@ -182,10 +182,13 @@ def run(
         seed=cfg.data.seed,
         eos_token_id=cfg.model.eos_token_id,
     )
-    root = checkpoint_dir or cfg.checkpoint.dir or None
+    template = checkpoint_dir or cfg.checkpoint.dir or None
+    # `{node}` in the root: every node keeps its own part on its local NVMe (S3 holds the whole).
+    per_node = bool(template and "{node}" in template)
+    root = str(node_path(template)) if template else None
     step, tokens_seen = 0, 0
     result = RunResult(0, 0)
-    if root and (found := ckpt.newest(root)) is not None:
+    if root and (found := ckpt.newest(root, agree=d.world > 1)) is not None:
         state = ckpt.load(found, model, optimizer)
         step, tokens_seen = state["step"], state["tokens_seen"]
         loader.load_state_dict(state["loader"])
@@ -285,7 +288,15 @@ def run(
                     "config": cfg.to_dict(),
                 }
                 path = ckpt.save(
-                    root, step, model, optimizer, train_state, tokens_seen, keep=cfg.checkpoint.keep
+                    root,
+                    step,
+                    model,
+                    optimizer,
+                    train_state,
+                    tokens_seen,
+                    keep=cfg.checkpoint.keep,
+                    per_node=per_node,
+                    local_rank=d.local_rank,
                 )
                 result.checkpoint = str(path)
                 last_ckpt = time.monotonic()
