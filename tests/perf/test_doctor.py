@@ -1,0 +1,206 @@
+"""`doctor throughput` on real sandbox jobs: it names storage when the data sits off local NVMe, the
+loader when the loader is throttled, and the one node whose (fixture) GPU is throttled; `--act` drains
+that node and the spare watcher moves the job onto the spare."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from clusterops import config as config_mod
+from clusterops.fsutil import atomic_write_json, atomic_write_text
+from clusterops.health.fixture import FORMAT
+from clusterops.slurm import SlurmClient
+from clusterops.spare.manager import SpareManager
+from clusterops.spare.warmth import Warmth
+from tests.conftest import REPO, _sandbox_possible, run_cli
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+NODES = Path(__file__).resolve().parent.parent / "fixtures" / "nodes"
+CONFIG = REPO / "configs" / "demo.toml"
+
+
+@pytest.fixture(scope="module")
+def dsb():
+    reason = _sandbox_possible()
+    if reason:
+        pytest.fail(f"sandbox tests cannot run: {reason}")
+    from clusterops.sandbox.cluster import Sandbox
+
+    root = Path(tempfile.mkdtemp(prefix="co-doctor-", dir="/var/tmp"))
+    sb = Sandbox(root)
+    try:
+        state = sb.up(nodes=3, timeout=90)
+        fx = root / "fixtures"
+        fx.mkdir()
+        for node, fixture in (("node1", "healthy_p5"), ("node2", "warn_sw_thermal"), ("node3", "healthy_p5")):
+            atomic_write_json(fx / f"{node}.json", {"format": FORMAT, "base": str(NODES / f"{fixture}.json")})
+        cfg = config_mod.load(sb.layout.clusterops_conf, env={})
+        cfg.health.profile = "p5.48xlarge"
+        cfg.health.fixture = f"{fx}/{{node}}.json"
+        atomic_write_text(sb.layout.clusterops_conf, config_mod.dumps_toml(cfg), mode=0o600)
+        env = {**os.environ, **sb.exports(state)}
+        # The demo corpus tokenized once, then staged (verified, READY) onto every node's local root.
+        corpus = root / "corpus.jsonl"
+        corpus.write_text("".join(json.dumps({"text": f"doc {i} " + "abc " * 80}) + "\n" for i in range(60)))
+        run_cli(
+            "data",
+            "prepare",
+            str(corpus),
+            "-o",
+            str(root / "netfs" / "demo"),
+            "--name",
+            "demo",
+            env=env,
+            check=True,
+        )
+        run_cli(
+            "stage",
+            "manifest",
+            str(root / "netfs" / "demo"),
+            "-o",
+            str(root / "demo.json"),
+            env=env,
+            check=True,
+        )
+        for node in ("node1", "node2", "node3"):
+            run_cli(
+                "stage",
+                "run",
+                str(root / "demo.json"),
+                "--dest",
+                str(sb.layout.node(node) / "nvme" / "datasets" / "demo"),
+                env=env,
+                check=True,
+            )
+        yield sb, env
+    finally:
+        sb.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def submit(sb, env, data: str, name: str) -> int:
+    r = run_cli(
+        "train",
+        "submit",
+        str(CONFIG),
+        "--checkpoint-dir",
+        str(sb.root / "ck" / name),
+        "--data",
+        data,
+        "--steps",
+        "100000",
+        "--output",
+        str(sb.root / f"{name}-%j.out"),
+        "--json",
+        env=env,
+        check=True,
+    )
+    job = int(json.loads(r.stdout)["job_id"])
+    deadline = time.monotonic() + 120
+    out = sb.root / f"{name}-{job}.out"
+    while time.monotonic() < deadline:  # running and past its first step
+        if out.exists() and "step=" in out.read_text():
+            return job
+        time.sleep(1)
+    raise AssertionError(f"job {job} never reached its first step: {out.read_text() if out.exists() else ''}")
+
+
+def doctor(env, job: int, *extra: str) -> tuple[int, dict]:
+    r = run_cli(
+        "doctor", "throughput", "--job", str(job), "--seconds", "1", "--json", *extra, env=env, timeout=400
+    )
+    assert r.stdout.strip().startswith("{"), r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_storage_is_named_when_the_data_is_off_local_nvme(dsb):
+    sb, env = dsb
+    job = submit(sb, env, str(sb.root / "netfs" / "demo"), "netfs")
+    try:
+        rc, diag = doctor(env, job)
+    finally:
+        SlurmClient(env["SLURM_CONF"]).cancel(job)
+    assert rc == 1 and diag["bottleneck"] == "storage"
+    storage = next(f for f in diag["findings"] if f["stage"] == "storage")
+    assert sorted(storage["evidence"]["off_local_nvme"]) == ["node1", "node2"]
+    assert all(p["storage"]["read_gibps"] > 0 for p in diag["probes"])
+
+
+def test_loader_then_the_throttled_node_and_act_moves_the_job_to_the_spare(dsb, tmp_path):
+    sb, env = dsb
+    client = SlurmClient(env["SLURM_CONF"])
+    client.create_reservation("training", ["node1", "node2"])
+    mgr = SpareManager(client, "training", "", tmp_path / "state", tmp_path / "events.ndjson", min_spares=0)
+    mgr.add("node3", warm=False)
+    client.set_extra("node3", Warmth(state="warm", health=0, datasets_ready=True).encode())
+    data = str(sb.layout.nodes / "{node}" / "nvme" / "datasets" / "demo")
+    r = run_cli(
+        "train",
+        "submit",
+        str(CONFIG),
+        "--checkpoint-dir",
+        str(sb.root / "ck" / "{node}"),
+        "--data",
+        data,
+        "--steps",
+        "100000",
+        "--reservation",
+        "training",
+        "--output",
+        str(sb.root / "local-%j.out"),
+        "--json",
+        env=env,
+        check=True,
+    )
+    job = int(json.loads(r.stdout)["job_id"])
+    try:
+        deadline = time.monotonic() + 120
+        while client.job(job).state != "RUNNING" and time.monotonic() < deadline:
+            time.sleep(1)
+        time.sleep(5)
+        # A loader throttled to 1 batch per 0.5 s, and node2 playing a GPU in SW thermal slowdown.
+        rc, diag = doctor({**env, "CLUSTEROPS_FAULT_LOADER_DELAY_S": "0.5"}, job, "--act")
+        assert rc == 1
+        assert diag["bottleneck"] == "loader", diag["findings"]
+        storage = next(f for f in diag["findings"] if f["stage"] == "storage")
+        assert not storage["bottleneck"]
+        assert diag["outlier"] == "node2" and diag["acted"] == "drained node2"
+        node = next(f for f in diag["findings"] if f["stage"] == "node")
+        assert "gpu" in node["summary"]
+        assert client.node("node2").reason.startswith("clusterops: doctor:")
+        assert not client.node("node1").drained
+        # The watcher sees the drained node, swaps the spare in and requeues the job onto it.
+        stop = threading.Event()
+        t = threading.Thread(target=mgr.watch, kwargs={"stop": stop.is_set, "poll_s": 0.5})
+        t.start()
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                j = client.job(job)
+                if j.state == "RUNNING" and sorted(j.nodes) == ["node1", "node3"]:
+                    break
+                time.sleep(1)
+        finally:
+            stop.set()
+            t.join(30)
+        assert sorted(client.job(job).nodes) == ["node1", "node3"] and client.job(job).restart_count >= 1
+    finally:
+        client.cancel(job)
+        for res in client.reservations():
+            client.delete_reservation(res.name)
+        client.resume("node2")
+
+
+def test_doctor_refuses_a_job_that_is_not_running(dsb):
+    sb, env = dsb
+    r = run_cli("doctor", "throughput", "--job", "999999", env=env)
+    assert r.returncode == 2 and "999999" in r.stderr and r.stderr.count("\n") == 1
