@@ -168,7 +168,7 @@ def test_loader_then_the_throttled_node_and_act_moves_the_job_to_the_spare(dsb, 
             time.sleep(1)
         time.sleep(5)
         # A loader throttled to 1 batch per 0.5 s, and node2 playing a GPU in SW thermal slowdown.
-        rc, diag = doctor({**env, "CLUSTEROPS_FAULT_LOADER_DELAY_S": "0.5"}, job, "--act")
+        rc, diag = doctor({**env, "CLUSTEROPS_FAULT_LOADER_DELAY_S": "2"}, job, "--act")
         assert rc == 1
         assert diag["bottleneck"] == "loader", diag["findings"]
         storage = next(f for f in diag["findings"] if f["stage"] == "storage")
