@@ -68,6 +68,9 @@ class WatchdogSection:
     spike_factor: float = 1.5  # loss above this multiple of its running mean is a loss_spike event
     events_file: str = ""  # empty: CHECKPOINT_DIR/events.ndjson (no events without a checkpoint dir)
     textfile_dir: str = ""  # Prometheus textfile directory; empty: none
+    # On a throughput drop inside a Slurm job: "off", "report" (run `clusterops doctor throughput`, its
+    # verdict goes to the event log) or "act" (the doctor also drains the outlier node for the spare).
+    on_drop: str = "report"
 
 
 @dataclass

@@ -8,6 +8,7 @@ on SIGUSR1/SIGTERM (what Slurm sends before a time limit, preemption or requeue)
 from __future__ import annotations
 
 import math
+import os
 import signal
 import tempfile
 import threading
@@ -149,6 +150,33 @@ class _Signals:
             signal.signal(sig, previous)
 
 
+class Triage:
+    """`clusterops doctor throughput` for this job, started in the background on a throughput drop:
+    training goes on while the doctor measures; one triage at a time; its JSON verdict joins the events."""
+
+    COOLDOWN_S = 600.0  # a slow machine stays slow: one triage per ten minutes is enough
+
+    def __init__(self) -> None:
+        self.proc = None
+        self.last = -self.COOLDOWN_S
+
+    def running(self) -> bool:
+        busy = self.proc is not None and self.proc.poll() is None
+        return busy or time.monotonic() - self.last < self.COOLDOWN_S
+
+    def start(self, job: int, act: bool, events: str) -> None:
+        import subprocess
+        import sys
+
+        argv = [sys.executable, "-m", "clusterops", "doctor", "throughput", "--job", str(job), "--json"]
+        if act:
+            argv.append("--act")
+        self.last = time.monotonic()
+        target = Path(events).with_name(f"doctor-{job}-{int(time.time())}.json") if events else os.devnull
+        with open(target, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def _memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -205,6 +233,7 @@ def run(
     events = w.events_file or (str(Path(root) / "events.ndjson") if root else "")
     reporter = Reporter(events if d.rank == 0 else "", w.textfile_dir if d.rank == 0 else "", job)
     watchdog = ThroughputWatchdog(w.fraction, w.patience, w.window, w.warmup_steps)
+    triage = Triage()
     spikes = LossSpikeDetector(w.spike_factor)
     params = list(model.parameters())
     say(
@@ -258,6 +287,8 @@ def run(
                     f"< {event['fraction']:.0%} of baseline {event['baseline']:.0f}"
                 )
                 reporter.event("throughput_drop", step=step, **event)
+                if d.rank == 0 and job and w.on_drop in ("report", "act") and not triage.running():
+                    triage.start(int(job), act=w.on_drop == "act", events=events)
             if (event := spikes.update(loss_avg)) is not None:
                 say(
                     f"WARNING loss spike at step {step}: {event['loss']:.4f} "

@@ -204,3 +204,45 @@ def test_doctor_refuses_a_job_that_is_not_running(dsb):
     sb, env = dsb
     r = run_cli("doctor", "throughput", "--job", "999999", env=env)
     assert r.returncode == 2 and "999999" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_the_trainers_throughput_drop_runs_the_doctor(dsb):
+    sb, env = dsb
+    # Any step a hair below the median counts as a drop here: the watchdog fires right after its warm-up.
+    text = CONFIG.read_text().replace(
+        'on_drop = "off"', 'on_drop = "report"\nfraction = 0.999\npatience = 1\nwarmup_steps = 2\nwindow = 3'
+    )
+    config = sb.root / "drop.toml"
+    config.write_text(text)
+    ck = sb.root / "ck" / "drop"
+    r = run_cli(
+        "train",
+        "submit",
+        str(config),
+        "--checkpoint-dir",
+        str(ck),
+        "--data",
+        str(sb.layout.nodes / "{node}" / "nvme" / "datasets" / "demo"),
+        "--steps",
+        "100000",
+        "--json",
+        env=env,
+        check=True,
+    )
+    job = int(json.loads(r.stdout)["job_id"])
+    client = SlurmClient(env["SLURM_CONF"])
+    try:
+        deadline = time.monotonic() + 240
+        found = None
+        while time.monotonic() < deadline and found is None:
+            for p in ck.glob(f"doctor-{job}-*.json"):
+                text = p.read_text()
+                if text.strip().endswith("}"):
+                    found = json.loads(text)
+            time.sleep(2)
+    finally:
+        client.cancel(job)
+    assert found is not None, "no doctor report next to the job's events"
+    assert found["job_id"] == job and [f["stage"] for f in found["findings"]][:2] == ["storage", "loader"]
+    events = [json.loads(line) for line in (ck / "events.ndjson").read_text().splitlines()]
+    assert any(e["event"] == "throughput_drop" for e in events)
