@@ -6,6 +6,7 @@
 #      FlexAttention document masking, fused AdamW: tokens/s/GPU and MFU (SmolLM3: 13.5-14k tokens/s/GPU;
 #      llm-foundry: 20,964 for a 3B model on H100). Falls back to no compile if the compiled run fails.
 #   2. `clusterops health record $OUT/h100.json` and `clusterops health check --json`, where they exist.
+#   3. `clusterops bench node --json --profile p5.48xlarge`: node acceptance figures against the H100 references.
 #
 # Results go under $OUT (the device tool fetches them); elsewhere under bench/results/gpu.
 set -u
@@ -56,5 +57,14 @@ if timeout 60 $PY -m clusterops health --help >/dev/null 2>&1; then
     note "health check --json: exit $?"
 else
     note "health: no 'clusterops health' command in this checkout (or its CLI does not import here); skipped"
+fi
+# Node acceptance on the real GPU: BF16 matmul, HBM copy, H2D copy, NCCL all-reduce, NVMe (fio), CPU.
+if [ "$(left)" -gt 60 ]; then
+    mkdir -p "$OUT/bench-local"
+    CLUSTEROPS_PATHS__LOCAL_ROOT="$OUT/bench-local" timeout $(( $(left) - 10 )) \
+        $PY -m clusterops bench node --json --profile p5.48xlarge --seconds 3 --size-mib 256 \
+        >"$OUT/bench_node.json" 2>"$OUT/bench_node.log"
+    note "bench node: exit $? (verdict; figures in bench_node.json)"
+    rm -rf "$OUT/bench-local"
 fi
 note "gpu.sh done in $(( $(date +%s) - START ))s"
