@@ -68,3 +68,48 @@ def node(
             )
         console().print(table)
     raise typer.Exit(report.verdict)
+
+
+@app.command("nccl")
+def nccl(
+    ctx: typer.Context,
+    nodes: int = typer.Option(2, "--nodes", "-N", help="Nodes in the all-reduce (one rank each)."),
+    nodelist: str = typer.Option("", "--nodelist", "-w", help="Exactly these nodes (Slurm host list)."),
+    reservation: str = typer.Option("", "--reservation"),
+    partition: str = typer.Option("", "--partition"),
+    size_mib: int = typer.Option(64, "--size-mib", help="All-reduce message size."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """All-reduce bus bandwidth across nodes, as a Slurm job (NCCL over EFA on GPUs, gloo on CPUs).
+
+    Exit code: 0 at or above 90% of the profile's figure, 1 below, 2 below 75%, 3 no figure to compare.
+    """
+    from clusterops import config as config_mod
+    from clusterops.perf.collective import across_nodes
+    from clusterops.perf.node import PROFILES, judge
+    from clusterops.slurm import SlurmClient
+
+    cfg = get_config(ctx)
+    result = across_nodes(
+        SlurmClient.from_config(cfg),
+        nodes,
+        size_mib << 20,
+        config_mod.node_path(cfg.paths.state_dir),
+        nodelist=nodelist,
+        reservation=reservation,
+        partition=partition,
+    )
+    expect = PROFILES.get(cfg.cluster.profile, {}).get("internode_allreduce_busbw_gbps")
+    fig = judge("internode_allreduce_busbw_gbps", result.get("busbw_gbps"), expect, result.get("detail", ""))
+    from dataclasses import asdict
+
+    report = {**result, "figure": asdict(fig), "verdict": fig.verdict}
+    if as_json:
+        print_json(report)
+    else:
+        exp = f"{fig.expected:g} GB/s expected, ratio {fig.ratio}" if fig.expected else "no profile figure"
+        console().print(
+            f"job {result['job_id']} on {','.join(result['nodes'])}: bus bandwidth "
+            f"{result['busbw_gbps']} GB/s ({exp}); {result['detail']}"
+        )
+    raise typer.Exit(fig.verdict if fig.expected else 3)

@@ -71,3 +71,71 @@ def run_local(backend: str, world: int, nbytes: int) -> tuple[float, str]:
     )
     t = out.get()
     return bus_bandwidth(nbytes, t, world), f"{backend} all-reduce {nbytes >> 20} MiB x {world} ranks"
+
+
+def across_nodes(
+    slurm,
+    nodes: int,
+    nbytes: int,
+    out_dir,
+    nodelist: str = "",
+    reservation: str = "",
+    partition: str = "",
+    timeout: float = 600.0,
+    python: str = "",
+) -> dict:
+    """An all-reduce across `nodes` nodes as a Slurm job (one rank per node); the job's JSON result.
+
+    Slurm places and launches the ranks; torch.distributed (NCCL on GPUs, gloo on CPUs) does the rest.
+    """
+    import json
+    import random
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from clusterops.errors import UsageError
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        python or sys.executable,
+        "-m",
+        "clusterops",
+        "doctor",
+        "allreduce-worker",
+        "--bytes",
+        str(nbytes),
+    ]
+    script = (
+        "#!/bin/sh\n"
+        f"export MASTER_PORT={random.randrange(20000, 29000)}\n"
+        "exec srun --ntasks-per-node=1 --kill-on-bad-exit=1 " + " ".join(shlex.quote(a) for a in argv) + "\n"
+    )
+    args = [
+        "-N",
+        str(nodes),
+        "--ntasks-per-node=1",
+        "-J",
+        "clusterops-nccl",
+        "-o",
+        str(out_dir / "nccl-%j.out"),
+    ]
+    for flag, value in (("--nodelist", nodelist), ("--reservation", reservation), ("--partition", partition)):
+        if value:
+            args.append(f"{flag}={value}")
+    job = slurm.submit(args, script=script)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = slurm.job(job).state
+        if state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
+            break
+        time.sleep(1)
+    else:
+        slurm.cancel(job)
+        raise UsageError(f"bench nccl: job {job} did not finish within {timeout:g}s (cancelled)")
+    text = (out_dir / f"nccl-{job}.out").read_text() if (out_dir / f"nccl-{job}.out").exists() else ""
+    for line in text.splitlines():
+        if line.startswith("{"):
+            return {"job_id": job, "nodes": slurm.job(job).nodes, **json.loads(line)}
+    raise UsageError(f"bench nccl: job {job} ended {state} without a result: {text.strip()[-300:]!r}")

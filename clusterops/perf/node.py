@@ -45,6 +45,8 @@ PROFILES: dict[str, dict[str, Expectation]] = {
         "nvme_randread_4k_kiops": Expectation(337.0, "kIOPS"),
         "netfs_seq_read_gibps": Expectation(4.21, "GiB/s", None, None),
         "gloo_allreduce_busbw_gbps": Expectation(2.0, "GB/s", 0.5, 0.25),
+        # EFA point to point (SmolLM3 report); `bench nccl` across nodes.
+        "internode_allreduce_busbw_gbps": Expectation(42.0, "GB/s"),
     },
     "sandbox": {
         "cpu_fp32_matmul_gflops": Expectation(5.0, "GFLOP/s", 0.5, 0.2),
@@ -53,6 +55,7 @@ PROFILES: dict[str, dict[str, Expectation]] = {
         "nvme_randread_4k_kiops": Expectation(2.0, "kIOPS", 0.5, 0.2),
         "netfs_seq_read_gibps": Expectation(0.2, "GiB/s", None, None),
         "gloo_allreduce_busbw_gbps": Expectation(0.05, "GB/s", 0.5, 0.2),
+        "internode_allreduce_busbw_gbps": Expectation(0.02, "GB/s", 0.5, 0.2),
     },
 }
 GPU_FIGURES = ("gpu_bf16_matmul_tflops", "gpu_hbm_copy_gbps", "h2d_copy_gbps", "nccl_allreduce_busbw_gbps")

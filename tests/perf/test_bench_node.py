@@ -56,3 +56,12 @@ def test_judge_thresholds():
     assert judge("f", 50, e).verdict == Status.CRITICAL
     missing = judge("f", None, e, "unavailable: no GPU")
     assert missing.measured is None and missing.verdict == Status.UNKNOWN and missing.expected == 100.0
+
+
+def test_bench_nccl_runs_an_allreduce_across_two_nodes_as_a_slurm_job(sandbox):
+    sb, env = sandbox
+    r = run_cli("bench", "nccl", "--nodes", "2", "--size-mib", "8", "--json", env=env, timeout=300)
+    report = json.loads(r.stdout)
+    assert len(set(report["nodes"])) == 2
+    assert report["busbw_gbps"] > 0 and "gloo all-reduce 8 MiB across 2 ranks" in report["detail"]
+    assert report["figure"]["expected"] == 0.02 and r.returncode == report["verdict"]
