@@ -54,6 +54,9 @@ class DemoResult:
     local_checkpoints: dict[str, list[str]]
     failover_seconds: float | None
     events: list[dict]
+    spare: str = SPARE
+    spare_restaged: bool | None = None  # the spare's READY marker changed after the failure
+    job_nodes_after: list[str] = field(default_factory=list)
 
 
 def _corpus(path: Path, docs: int = 400) -> Path:
@@ -144,6 +147,7 @@ class Demo:
             last = self._last_step(job_id)
             self.say(f"demo: killing {VICTIM} (slurmd and every process of the job) at step {last}")
             self.timeline.mark("failure: slurmd killed", time.time())
+            marker_before = self._ready_stamp(SPARE)
             sb.kill_node(VICTIM)
             self.wait(lambda: self._resumed(job_id) is not None, 600, "the job to resume on the spare", 2)
             self.timeline.mark("first step after resume", time.time())
@@ -158,7 +162,10 @@ class Demo:
                 raise DemoError(f"job {job_id} ended {self.slurm.job(job_id).state}; see {self._log(job_id)}")
             stop_sync.set()
             self.cli("ckpt", "sync", node=self.slurm.job(job_id).nodes[0], check=False)
-            return self._result(job_id, remote, last)
+            result = self._result(job_id, remote, last)
+            result.job_nodes_after = self.slurm.job(job_id).nodes
+            result.spare_restaged = self._ready_stamp(SPARE) != marker_before
+            return result
         finally:
             stop_sync.set()
             if watcher is not None:
@@ -268,6 +275,17 @@ class Demo:
         return int(json.loads(r.stdout)["job_id"])
 
     # ------------------------------------------------------------------ observations
+    def _ready_stamp(self, node: str) -> tuple[int, int] | None:
+        """The dataset's READY marker on `node` (inode, mtime): a restaging writes a new one."""
+        from clusterops.staging import state as staging_state
+
+        path = staging_state.ready_path(self.sandbox.layout.node(node) / "nvme" / "datasets" / DATASET)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
     def _warmth(self, node: str):
         from clusterops.spare.warmth import Warmth
 
