@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -24,6 +26,36 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
     if check and result.returncode != 0:
         raise AssertionError(f"clusterops {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
     return result
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.25):
+    """Poll `predicate` until it returns something truthy (returned), or fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"{what}: not within {timeout:g}s (last: {last!r})")
+
+
+@contextlib.contextmanager
+def own_sandbox(prefix: str, nodes: int):
+    """A sandbox of the test module's own (so it may change the config); yields (Sandbox, env)."""
+    reason = _sandbox_possible()
+    if reason:
+        pytest.fail(f"sandbox tests cannot run: {reason}")
+    from clusterops.sandbox.cluster import Sandbox
+
+    root = Path(tempfile.mkdtemp(prefix=f"co-{prefix}-", dir="/var/tmp"))
+    sb = Sandbox(root)
+    try:
+        state = sb.up(nodes=nodes, timeout=90)
+        yield sb, {**os.environ, **sb.exports(state)}
+    finally:
+        sb.down()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -69,17 +101,5 @@ def _sandbox_possible() -> str | None:
 @pytest.fixture(scope="session")
 def sandbox():
     """A real 4-node Slurm cluster plus S3 for the whole session; yields (Sandbox, exports env dict)."""
-    reason = _sandbox_possible()
-    if reason:
-        pytest.fail(f"sandbox tests cannot run: {reason}")
-    from clusterops.sandbox.cluster import Sandbox
-
-    root = Path(tempfile.mkdtemp(prefix="co-sandbox-", dir="/var/tmp"))
-    sb = Sandbox(root)
-    try:
-        state = sb.up(nodes=4, timeout=90)
-        env = {**os.environ, **sb.exports(state)}
-        yield sb, env
-    finally:
-        sb.down()
-        shutil.rmtree(root, ignore_errors=True)
+    with own_sandbox("sandbox", 4) as sb_env:
+        yield sb_env

@@ -23,7 +23,9 @@ from clusterops import checksum
 from clusterops.errors import ClusteropsError
 
 MiB = 1 << 20
-READ_PIECE = 8 * MiB
+# A body cut mid-read loses the piece being read (urllib3 raises instead of returning it): 1 MiB pieces
+# keep the progress of a cut body, so a flaky connection still converges.
+READ_PIECE = 1 * MiB
 STREAM_ATTEMPTS = 8
 
 

@@ -216,24 +216,16 @@ def _health(cfg, node: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- the head-node side
+def _step_argv(card: JobCard, *command: str) -> list[str]:
+    """An extra job step on every node of the running job, one task each, beside the training step."""
+    return [
+        "srun", f"--jobid={card.job_id}", "--overlap", f"-N{len(card.nodes)}", "--ntasks-per-node=1",
+        f"--nodelist={','.join(card.nodes)}", *CLI, *command,
+    ]  # fmt: skip
+
+
 def run_probes(slurm, card: JobCard, seconds: float, timeout: float = 300.0) -> list[dict[str, Any]]:
-    argv = [
-        "srun",
-        f"--jobid={card.job_id}",
-        "--overlap",
-        f"-N{len(card.nodes)}",
-        "--ntasks-per-node=1",
-        f"--nodelist={','.join(card.nodes)}",
-        "--kill-on-bad-exit=0",
-        *CLI,
-        "doctor",
-        "probe",
-        card.config,
-        "--data",
-        card.data,
-        "--seconds",
-        str(seconds),
-    ]
+    argv = _step_argv(card, "doctor", "probe", card.config, "--data", card.data, "--seconds", str(seconds))
     r = proc.run(argv, timeout=timeout, env=slurm.cmd.env, check=False)
     probes = []
     for line in r.stdout.splitlines():
@@ -253,19 +245,7 @@ def allreduce(slurm, card: JobCard, nbytes: int = 16 << 20, timeout: float = 120
     """Bus bandwidth of an all-reduce across the job's nodes, as an overlapping srun step."""
     if len(card.nodes) < 2:
         return {"busbw_gbps": None, "detail": "single-node job"}
-    argv = [
-        "srun",
-        f"--jobid={card.job_id}",
-        "--overlap",
-        f"-N{len(card.nodes)}",
-        "--ntasks-per-node=1",
-        f"--nodelist={','.join(card.nodes)}",
-        *CLI,
-        "doctor",
-        "allreduce-worker",
-        "--bytes",
-        str(nbytes),
-    ]
+    argv = _step_argv(card, "doctor", "allreduce-worker", "--bytes", str(nbytes))
     env = {**slurm.cmd.env, "MASTER_PORT": str(20000 + (card.job_id * 7 + int(time.time())) % 9000)}
     r = proc.run(argv, timeout=timeout, env=env, check=False)
     for line in r.stdout.splitlines():

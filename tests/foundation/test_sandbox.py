@@ -13,7 +13,7 @@ import pytest
 
 from clusterops.sandbox.cluster import Sandbox
 from clusterops.slurm import SlurmClient, SlurmUnavailable
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -22,17 +22,6 @@ pytestmark = pytest.mark.sandbox
 def client(sandbox):
     sb, env = sandbox
     return SlurmClient(env["SLURM_CONF"], timeout=10)
-
-
-def wait_for(predicate, timeout: float, what: str, step: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"{what}: not within {timeout:g}s (last: {last!r})")
 
 
 def job_finished(client, job_id):

@@ -5,9 +5,6 @@ that node and the spare watcher moves the job onto the spare."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,7 +17,7 @@ from clusterops.health.fixture import FORMAT
 from clusterops.slurm import SlurmClient
 from clusterops.spare.manager import SpareManager
 from clusterops.spare.warmth import Warmth
-from tests.conftest import REPO, _sandbox_possible, run_cli
+from tests.conftest import REPO, own_sandbox, run_cli
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -30,16 +27,8 @@ CONFIG = REPO / "configs" / "demo.toml"
 
 @pytest.fixture(scope="module")
 def dsb():
-    reason = _sandbox_possible()
-    if reason:
-        pytest.fail(f"sandbox tests cannot run: {reason}")
-    from clusterops.sandbox.cluster import Sandbox
-
-    root = Path(tempfile.mkdtemp(prefix="co-doctor-", dir="/var/tmp"))
-    sb = Sandbox(root)
-    try:
-        state = sb.up(nodes=3, timeout=90)
-        fx = root / "fixtures"
+    with own_sandbox("doctor", 3) as (sb, env):
+        fx = sb.root / "fixtures"
         fx.mkdir()
         for node, fixture in (("node1", "healthy_p5"), ("node2", "warn_sw_thermal"), ("node3", "healthy_p5")):
             atomic_write_json(fx / f"{node}.json", {"format": FORMAT, "base": str(NODES / f"{fixture}.json")})
@@ -47,44 +36,16 @@ def dsb():
         cfg.health.profile = "p5.48xlarge"
         cfg.health.fixture = f"{fx}/{{node}}.json"
         atomic_write_text(sb.layout.clusterops_conf, config_mod.dumps_toml(cfg), mode=0o600)
-        env = {**os.environ, **sb.exports(state)}
         # The demo corpus tokenized once, then staged (verified, READY) onto every node's local root.
-        corpus = root / "corpus.jsonl"
+        corpus = sb.root / "corpus.jsonl"
         corpus.write_text("".join(json.dumps({"text": f"doc {i} " + "abc " * 80}) + "\n" for i in range(60)))
-        run_cli(
-            "data",
-            "prepare",
-            str(corpus),
-            "-o",
-            str(root / "netfs" / "demo"),
-            "--name",
-            "demo",
-            env=env,
-            check=True,
-        )
-        run_cli(
-            "stage",
-            "manifest",
-            str(root / "netfs" / "demo"),
-            "-o",
-            str(root / "demo.json"),
-            env=env,
-            check=True,
-        )
+        netfs = sb.root / "netfs" / "demo"
+        run_cli("data", "prepare", str(corpus), "-o", str(netfs), "--name", "demo", env=env, check=True)
+        run_cli("stage", "manifest", str(netfs), "-o", str(sb.root / "demo.json"), env=env, check=True)
         for node in ("node1", "node2", "node3"):
-            run_cli(
-                "stage",
-                "run",
-                str(root / "demo.json"),
-                "--dest",
-                str(sb.layout.node(node) / "nvme" / "datasets" / "demo"),
-                env=env,
-                check=True,
-            )
+            dest = sb.layout.node(node) / "nvme" / "datasets" / "demo"
+            run_cli("stage", "run", str(sb.root / "demo.json"), "--dest", str(dest), env=env, check=True)
         yield sb, env
-    finally:
-        sb.down()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def submit(sb, env, data: str, name: str) -> int:

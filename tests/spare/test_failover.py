@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 
 import pytest
 
@@ -12,6 +11,7 @@ from clusterops.slurm import SlurmClient
 from clusterops.spare.manager import SpareManager
 from clusterops.spare.warmth import Warmth
 from clusterops.telemetry import read_events
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -24,16 +24,6 @@ FAKE_WARM = (
     "'updated':time.time(),'warm_since':time.time()});"
     "subprocess.run(['scontrol','update','NodeName='+n,'Extra='+w],check=True)"
 )
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 @pytest.fixture
