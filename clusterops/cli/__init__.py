@@ -28,7 +28,7 @@ GROUPS = [
     ("data_cmd", "data", "Token shards in datatrove's layout: prepare from text/JSONL, inspect."),
     ("spare_cmd", "spare", "Keep a warm spare node and swap it in when a training node fails."),
     ("bench_cmd", "bench", "Node acceptance: measure a node against what its hardware should deliver."),
-    ("doctor_cmd", "doctor", "Triage a slow running job: storage, loader, model step, communication, outlier node."),
+    ("doctor_cmd", "doctor", "Triage a slow running job: storage, loader, model step, comms, outlier node."),
 ]
 
 
