@@ -3,6 +3,7 @@ and the job resumes from the newest checkpoint on the spare without restaging an
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,7 +17,11 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 def test_node_death_spare_swapped_in_job_resumes_from_checkpoint_without_restaging():
     lines: list[str] = []
     root = Path(tempfile.mkdtemp(prefix="co-demo-", dir="/var/tmp"))
-    result = Demo(root, lines.append, steps=200).run()
+    try:
+        result = Demo(root, lines.append, steps=200).run()
+    finally:
+        sandbox_left = (root / "sandbox.json").exists()
+        shutil.rmtree(root, ignore_errors=True)
     assert result.resumed_from and result.resumed_from > 0
     assert result.resumed_from % 40 == 0  # a committed checkpoint step (every 40 steps)
     assert SPARE in result.job_nodes_after and VICTIM not in result.job_nodes_after
@@ -30,4 +35,4 @@ def test_node_death_spare_swapped_in_job_resumes_from_checkpoint_without_restagi
         < kinds.index("spare.job_running")
     )
     assert result.final_loss < result.first_loss
-    assert not (root / "sandbox.json").exists()  # the demo took its sandbox down
+    assert not sandbox_left  # the demo took its sandbox down
