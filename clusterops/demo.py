@@ -115,6 +115,7 @@ class Demo:
         self.say(f"demo: starting a 4-node sandbox in {self.root}")
         state = sb.up(nodes=4, timeout=90)
         # Jobs inherit the submitter's environment: the sandbox's exports must reach them (CLUSTEROPS_CONFIG).
+        saved_env = dict(os.environ)
         os.environ.update(sb.exports(state))
         self.env = dict(os.environ)
         self.sandbox = sb
@@ -174,6 +175,8 @@ class Demo:
             if not self.keep:
                 self.say("demo: taking the sandbox down (use --keep to leave it up)")
                 sb.down()
+            os.environ.clear()
+            os.environ.update(saved_env)
 
     def _configure(self, endpoint: str) -> str:
         cfg = config_mod.load(self.sandbox.layout.clusterops_conf, env={})
