@@ -154,6 +154,8 @@ class Bench:
                         "sync",
                         "--remote",
                         f"{self.remote}/{tmp.name}",
+                        "--local",
+                        str(self.sb.layout.node(node) / "nvme" / "ck" / tmp.name),
                         node=node,
                         check=False,
                     )

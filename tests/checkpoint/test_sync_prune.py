@@ -100,7 +100,8 @@ def test_remote_retention_keeps_latest_newest_and_milestones(remote, tmp_path):
 def test_two_overlapping_syncs_one_works_one_exits_0(s3, cli_env, tmp_path):
     root = tmp_path / "L"
     _commit(root, 50, {**SMALL, "__3_0.distcp": 6 << 20})
-    slow = {**cli_env, "CLUSTEROPS_S3__BANDWIDTH_MBPS": "3"}
+    # 1 MB/s keeps the first sync holding the lock for ~9 s, long enough for a second start on a busy host.
+    slow = {**cli_env, "CLUSTEROPS_S3__BANDWIDTH_MBPS": "1"}
     first = subprocess.Popen(
         [sys.executable, "-m", "clusterops", "ckpt", "sync", "--remote", "s3://test/s"],
         env=slow,
