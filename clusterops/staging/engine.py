@@ -53,6 +53,11 @@ def _sync_file_range():
         return None
 
 
+# In-kernel copy for directory sources; CLUSTEROPS_STAGE_COPY=read forces the user-space path (benchmarks,
+# and filesystems whose copy_file_range misbehaves).
+_COPY_FILE_RANGE = hasattr(os, "copy_file_range") and os.environ.get("CLUSTEROPS_STAGE_COPY", "") != "read"
+_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM, errno.EBADF}
+
 _SFR = _sync_file_range()
 _SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
 _SFR_WAIT = True
@@ -87,6 +92,9 @@ class Result:
     bytes_copied: int
     seconds: float
     failed: list[dict[str, str]] = field(default_factory=list)
+    # How the bytes moved: "copy_file_range" (in-kernel, then read back and checksummed), "read"
+    # (read, checksum, write), both, or empty when nothing was copied.
+    copy_paths: list[str] = field(default_factory=list)
 
     @property
     def gbps(self) -> float:
@@ -125,6 +133,13 @@ class Source:
     def read(self, entry: FileEntry, sink: Callable[[memoryview], None], buf: bytearray) -> None:
         raise NotImplementedError
 
+    def copy_into(
+        self, entry: FileEntry, fd: int, buf: bytearray, account: Callable[[memoryview], None]
+    ) -> bool:
+        """Copy the entry into `fd` without passing its bytes through `read`'s user-space write, handing
+        each piece as it landed to `account`; False when this source cannot (then `read` is used)."""
+        return False
+
     def describe(self) -> str:
         raise NotImplementedError
 
@@ -136,10 +151,41 @@ class DirSource(Source):
             raise StageError(f"{self.root}: source directory not found")
         self.real_root = self.root.resolve()
 
-    def read(self, entry: FileEntry, sink: Callable[[memoryview], None], buf: bytearray) -> None:
+    def _path(self, entry: FileEntry) -> Path:
         path = self.root / entry.path
         if not path.resolve().is_relative_to(self.real_root):
             raise OSError(errno.EPERM, "symlink points out of the source root")
+        return path
+
+    def copy_into(
+        self, entry: FileEntry, fd: int, buf: bytearray, account: Callable[[memoryview], None]
+    ) -> bool:
+        """The kernel copies (copy_file_range, as `cp` does: no user-space copy of the data), then each
+        piece is read back from the destination's page cache and checksummed: what is verified is
+        what landed in the file, not what was read."""
+        if not _COPY_FILE_RANGE:
+            return False
+        path = self._path(entry)
+        view = memoryview(buf)
+        pos = 0
+        with open(path, "rb", buffering=0) as f:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            while True:
+                try:
+                    n = os.copy_file_range(f.fileno(), fd, len(buf))
+                except OSError as e:
+                    if pos == 0 and e.errno in _NO_COPY_FILE_RANGE:
+                        return False  # this pair of filesystems cannot: the read/write path will
+                    raise
+                if n == 0:
+                    return True
+                if os.preadv(fd, [view[:n]], pos) != n:
+                    raise OSError(errno.EIO, "short read-back of the copied bytes")
+                account(view[:n])
+                pos += n
+
+    def read(self, entry: FileEntry, sink: Callable[[memoryview], None], buf: bytearray) -> None:
+        path = self._path(entry)
         view = memoryview(buf)
         with open(path, "rb", buffering=0) as f:
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # deeper readahead
@@ -262,6 +308,7 @@ class Stager:
         self.bucket = TokenBucket(self.opts.bandwidth_bytes_s)
         self._lock = threading.Lock()
         self._records_fd: int | None = None
+        self._copy_paths: set[str] = set()
         self.state = st.DatasetState(
             name=manifest.name or self.dest.name,
             dest=str(self.dest),
@@ -416,6 +463,7 @@ class Stager:
             bytes_copied=self.state.bytes_copied,
             seconds=seconds,
             failed=list(self.state.failed),
+            copy_paths=sorted(self._copy_paths),
         )
 
     def _stat_pair(self, entry: FileEntry) -> tuple[int, int]:
@@ -467,22 +515,26 @@ class Stager:
         self.tmpdir.mkdir(parents=True, exist_ok=True)
         target = _safe_target(self.dest, entry.path)
         tmp = self.tmpdir / f"{hashlib.sha1(entry.path.encode()).hexdigest()[:16]}.{os.getpid()}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         crc = 0
         written = 0
 
         flushed = 0  # bytes handed to writeback so far
 
         def sink(view: memoryview) -> None:
-            nonlocal crc, written, flushed
-            if written + len(view) > entry.size:
-                raise _SizeMismatch(f"source is larger than the manifest's {entry.size} bytes")
             self.bucket.take(len(view))
-            crc = checksums.crc32c(view, crc)
             mv = view
             while mv:
                 n = os.write(fd, mv)
                 mv = mv[n:]
+            account(view)
+
+        def account(view: memoryview) -> None:
+            """Bytes now in the temp file: checksum them, push writeback along, report progress."""
+            nonlocal crc, written, flushed
+            if written + len(view) > entry.size:
+                raise _SizeMismatch(f"source is larger than the manifest's {entry.size} bytes")
+            crc = checksums.crc32c(view, crc)
             written += len(view)
             if _SFR is not None and self.opts.fsync and written - flushed >= _WRITE_BEHIND:
                 _SFR(fd, flushed, written - flushed, _SFR_WRITE)
@@ -496,9 +548,18 @@ class Stager:
                 self.progress(len(view))
             self._write_state()
 
+        def account_capped(view: memoryview) -> None:
+            self.bucket.take(len(view))
+            account(view)
+
         try:
             try:
-                self.source.read(entry, sink, buf)
+                how = "copy_file_range"
+                if not self.source.copy_into(entry, fd, buf, account_capped):
+                    how = "read"
+                    self.source.read(entry, sink, buf)
+                with self._lock:
+                    self._copy_paths.add(how)
             except _SizeMismatch as e:
                 return f"changed since the manifest was made: {e}"
             if written != entry.size:

@@ -52,13 +52,20 @@ def dataset(tmp_path: Path) -> tuple[Path, Path]:
     return src, manifest
 
 
-def test_manifest_run_status_byte_for_byte(tmp_path, dataset):
+@pytest.fixture(params=["kernel", "read"])
+def copy_env(request):
+    """Both copy paths: copy_file_range plus a read-back checksum (the default for directories), and
+    the user-space read/checksum/write path (S3 sources, filesystems without copy_file_range)."""
+    return {**os.environ, "CLUSTEROPS_STAGE_COPY": request.param}
+
+
+def test_manifest_run_status_byte_for_byte(tmp_path, dataset, copy_env):
     src, manifest = dataset
     m = json.loads(manifest.read_text())
     assert {f["path"] for f in m["files"]} == {"a.ds", "b.ds", "sub/c.ds", "sub/deeper/d.ds.index", "empty"}
     assert len(m["fingerprint"]) == 64
     dest = tmp_path / "D"
-    r = run_cli("stage", "run", str(manifest), "--dest", str(dest))
+    r = run_cli("stage", "run", str(manifest), "--dest", str(dest), env=copy_env)
     assert r.returncode == 0, r.stderr
     assert "READY" in r.stdout
     s = status(dest)
@@ -66,12 +73,16 @@ def test_manifest_run_status_byte_for_byte(tmp_path, dataset):
     assert_same_tree(src, dest)  # nothing but the data in D: no marker, no temp dir
 
     # A rerun has nothing to copy.
-    again = run_cli("stage", "run", str(manifest), "--dest", str(dest), "--json")
+    first = run_cli("stage", "run", str(manifest), "--dest", str(tmp_path / "D-json"), "--json", env=copy_env)
+    want = {"kernel": ["copy_file_range"], "read": ["read"]}[copy_env["CLUSTEROPS_STAGE_COPY"]]
+    assert json.loads(first.stdout)["copy_paths"] == want, first.stdout
+
+    again = run_cli("stage", "run", str(manifest), "--dest", str(dest), "--json", env=copy_env)
     assert again.returncode == 0
     assert json.loads(again.stdout)["files_copied"] == 0
 
 
-def test_changed_source_file_is_named_and_not_ready(tmp_path, dataset):
+def test_changed_source_file_is_named_and_not_ready(tmp_path, dataset, copy_env):
     src, manifest = dataset
     with open(src / "sub/c.ds", "r+b") as f:  # same size, one byte different
         f.seek(1000)
@@ -79,7 +90,7 @@ def test_changed_source_file_is_named_and_not_ready(tmp_path, dataset):
         f.seek(1000)
         f.write(bytes([byte[0] ^ 0xFF]))
     dest = tmp_path / "D"
-    r = run_cli("stage", "run", str(manifest), "--dest", str(dest))
+    r = run_cli("stage", "run", str(manifest), "--dest", str(dest), env=copy_env)
     assert r.returncode != 0
     assert "sub/c.ds" in r.stderr and "checksum mismatch" in r.stderr
     s = status(dest)
@@ -89,7 +100,7 @@ def test_changed_source_file_is_named_and_not_ready(tmp_path, dataset):
 
     # A grown file is named too.
     (src / "b.ds").write_bytes((src / "b.ds").read_bytes() + b"more")
-    r = run_cli("stage", "run", str(manifest), "--dest", str(tmp_path / "D2"))
+    r = run_cli("stage", "run", str(manifest), "--dest", str(tmp_path / "D2"), env=copy_env)
     assert r.returncode != 0 and "b.ds" in r.stderr
 
 
