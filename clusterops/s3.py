@@ -68,3 +68,19 @@ def client(s3cfg: Any) -> Any:
         kwargs["aws_access_key_id"] = s3cfg.access_key_id
         kwargs["aws_secret_access_key"] = s3cfg.secret_access_key
     return boto3.session.Session().client("s3", **kwargs)
+
+
+def raw_body(body: Any, resp: dict[str, Any]) -> Any:
+    """The http.client response under botocore's StreamingBody, when reading it directly is safe (no
+    content encoding, a known length: http.client then raises IncompleteRead on a cut body); else None.
+
+    Reading it with `readinto` into one reused buffer skips the two copies botocore/urllib3's read(amt)
+    makes of every byte, which are most of a download's client CPU."""
+    import http.client
+
+    fp = getattr(getattr(body, "_raw_stream", None), "_fp", None)
+    if not isinstance(fp, http.client.HTTPResponse) or fp.length is None:
+        return None
+    if resp.get("ContentEncoding") or fp.getheader("Content-Encoding"):
+        return None
+    return fp

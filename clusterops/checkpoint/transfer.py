@@ -21,6 +21,7 @@ from awscrt import checksums
 
 from clusterops import checksum
 from clusterops.errors import ClusteropsError
+from clusterops.s3 import raw_body
 
 MiB = 1 << 20
 # A body cut mid-read loses the piece being read (urllib3 raises instead of returning it): 1 MiB pieces
@@ -124,6 +125,7 @@ class Transfers:
         # Coordinators of multipart files wait on parts running in `io`: a separate pool, so they
         # can never take every io thread and deadlock.
         self.files = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="s3-file")
+        self._local = threading.local()  # one read buffer per io thread, reused for every range
 
     def close(self) -> None:
         self.io.shutdown(wait=True, cancel_futures=True)
@@ -259,6 +261,8 @@ class Transfers:
 
     def _get_range(self, bucket: str, key: str, fd: int, offset: int, length: int) -> int:
         """Fetch [offset, offset+length) into fd; a body cut mid-stream resumes where it stopped."""
+        import http.client
+
         from botocore.exceptions import (
             ClientError,
             ConnectionClosedError,
@@ -269,24 +273,35 @@ class Transfers:
         )
         from urllib3.exceptions import HTTPError as Urllib3Error
 
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = bytearray(READ_PIECE)
+        view = memoryview(buf)
         crc, done, attempt, done_at_last_cut = 0, 0, 0, -1
         while done < length:
             start = offset + done
             try:
-                body = self.client.get_object(
+                resp = self.client.get_object(
                     Bucket=bucket, Key=key, Range=f"bytes={start}-{offset + length - 1}"
-                )["Body"]
+                )
+                body = resp["Body"]
+                raw = raw_body(body, resp)
                 try:
                     while done < length:
                         want = min(READ_PIECE, length - done)
                         self.limit.take(want)
-                        chunk = body.read(want)
-                        if not chunk:
+                        if raw is not None:  # straight from the socket into this thread's buffer
+                            n = raw.readinto(view[:want])
+                            chunk = view[:n]
+                        else:
+                            chunk = body.read(want)
+                            n = len(chunk)
+                        if not n:
                             raise IncompleteReadError(actual_bytes=done, expected_bytes=length)
                         os.pwrite(fd, chunk, offset + done)
                         crc = checksums.crc32c(chunk, crc)
-                        done += len(chunk)
-                        self.on_bytes(len(chunk))
+                        done += n
+                        self.on_bytes(n)
                 finally:
                     body.close()
             except ClientError as e:
@@ -298,6 +313,7 @@ class Transfers:
                     ) from None
                 raise TransferError(f"s3://{bucket}/{key}: GET failed ({_error_code(e)})") from None
             except (
+                http.client.HTTPException,  # IncompleteRead from a raw body cut mid-stream
                 ResponseStreamingError,
                 IncompleteReadError,
                 ReadTimeoutError,

@@ -9,6 +9,8 @@ from typing import Any
 
 from awscrt import checksums
 
+from clusterops.s3 import raw_body
+
 READ_CHUNK = 4 << 20
 
 
@@ -27,6 +29,7 @@ def _transient(exc: BaseException) -> bool:
         "ConnectionClosedError",
         "ProtocolError",
         "IncompleteRead",
+        "RemoteDisconnected",
     )
     if name in transient_names or isinstance(exc, (ConnectionError, TimeoutError)):
         return True
@@ -54,7 +57,7 @@ def stream_object(
             resp = client.get_object(**kwargs)
             body = resp["Body"]
             try:
-                raw = _plain_http_body(body, resp)
+                raw = raw_body(body, resp)
                 if raw is not None:
                     # Straight from the socket into one reused buffer: botocore/urllib3's read(amt)
                     # copies every byte two more times, which is most of a download's CPU.
@@ -80,19 +83,6 @@ def stream_object(
             time.sleep(min(0.2 * 2**failures, 5.0))
         if size and offset >= size:
             return offset
-
-
-def _plain_http_body(body: Any, resp: dict[str, Any]) -> Any:
-    """The http.client response under botocore's StreamingBody when reading it directly is safe (no
-    content encoding, a known length: http.client then raises IncompleteRead on a cut body); else None."""
-    import http.client
-
-    fp = getattr(getattr(body, "_raw_stream", None), "_fp", None)
-    if not isinstance(fp, http.client.HTTPResponse) or fp.length is None:
-        return None
-    if resp.get("ContentEncoding") or fp.getheader("Content-Encoding"):
-        return None
-    return fp
 
 
 def read_object_crc(
