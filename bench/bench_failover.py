@@ -174,6 +174,9 @@ class Bench:
         t.start()
         newest_before = self._newest_pushed(tmp.name)
         started = time.monotonic()
+        timeline: list[tuple[float, str]] = []
+        watching = threading.Event()
+        threading.Thread(target=self._timeline, args=(job, started, timeline, watching), daemon=True).start()
         if kind == "drain":
             self.slurm.drain("node2", "clusterops: gpu: row remap pending (bench)")
         else:
@@ -182,6 +185,7 @@ class Bench:
             lambda: (j := self.slurm.job(job)).state == "RUNNING" and "node3" in j.nodes, 300, "job on spare"
         )
         seconds = time.monotonic() - started
+        watching.set()
         resumed = wait(lambda: re.findall(r"resumed from .*?\(step (\d+)", log.read_text()), 300, "resume")
         stop.set()
         stop_sync.set()
@@ -192,7 +196,26 @@ class Bench:
             "resumed_from": int(resumed[-1]),
             "newest_committed_before": newest_before,
             "newest_in_s3": newest_pushed,
+            "timeline": timeline,
         }
+
+    def _timeline(self, job: int, started: float, out: list, stop: threading.Event) -> None:
+        """What Slurm showed, as it changed, from the fault on: where the seconds to RUNNING went."""
+        last = None
+        while not stop.is_set():
+            try:
+                j = self.slurm.job(job)
+                n = {x.name: x for x in self.slurm.nodes()}.get("node2")
+                now = (
+                    f"job {j.state} {j.reason or '-'} on {','.join(j.nodes) or '-'}; "
+                    f"node2 {n.state if n else '?'}{'' if n is None or n.responding else ' NOT_RESPONDING'}"
+                )
+            except Exception as e:  # noqa: BLE001 - a slow controller is part of the timeline
+                now = f"slurm: {type(e).__name__}"
+            if now != last:
+                out.append((round(time.monotonic() - started, 2), now))
+                last = now
+            stop.wait(0.25)
 
     def _newest_pushed(self, name: str):
         r = cli(
@@ -239,24 +262,28 @@ def spread(values):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--kinds", default="drain,kill", help="which failure trials to run, comma-separated")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="co-bench-failover-", dir="/var/tmp"))
     bench = Bench(root)
     results = {"drain": [], "kill": [], "cold": []}
     try:
         for i in range(args.trials):
-            for kind in ("drain", "kill"):
+            for kind in args.kinds.split(","):
                 tmp = root / f"{kind}{i}"
                 tmp.mkdir()
                 results[kind].append(bench.trial(kind, tmp))
-                print(f"{kind} trial {i}: {results[kind][-1]}", flush=True)
+                r = results[kind][-1]
+                print(f"{kind} trial {i}: { ({k: v for k, v in r.items() if k != 'timeline'}) }", flush=True)
+                for at, what in r["timeline"]:
+                    print(f"    +{at:6.2f}s  {what}", flush=True)
             results["cold"].append(bench.cold(root / f"kill{i}"))
             print(f"cold trial {i}: {results['cold'][-1]:.1f}s", flush=True)
     finally:
         bench.reset()
         bench.sb.down()
     rows = []
-    for kind in ("drain", "kill"):
+    for kind in [k for k in ("drain", "kill") if results[k]]:
         s = spread([r["seconds"] for r in results[kind]])
         lost = [r["newest_committed_before"] - r["resumed_from"] for r in results[kind]]
         rows.append((kind, s, max(lost)))
@@ -278,7 +305,7 @@ def main() -> None:
         "slurmd_timeout_s": bench.slurmd_timeout,
         "message_timeout_s": bench.message_timeout,
         "trials": results,
-        "summary": {k: spread([r["seconds"] for r in results[k]]) for k in ("drain", "kill")}
+        "summary": {k: spread([r["seconds"] for r in results[k]]) for k in ("drain", "kill") if results[k]}
         | {"cold": cold},
     }
     (REPO / "bench" / "results").mkdir(exist_ok=True)

@@ -119,8 +119,10 @@ def _is_part_of(mine: layout.Manifest, whole: layout.Manifest) -> bool:
     if mine.complete or mine.step != whole.step:
         return False
     theirs = whole.by_path()
-    return all(p in theirs and theirs[p].size == f.size and theirs[p].crc32c == f.crc32c
-               for p, f in mine.by_path().items())
+    return all(
+        p in theirs and theirs[p].size == f.size and theirs[p].crc32c == f.crc32c
+        for p, f in mine.by_path().items()
+    )
 
 
 def _clean_stale(root: Path, name: str) -> None:

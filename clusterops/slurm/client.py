@@ -108,6 +108,16 @@ class SlurmClient:
             f"Reason={_check_reason(reason)}",
         )
 
+    def down(self, node: str, reason: str) -> None:
+        """Mark a dead node DOWN now: Slurm stops waiting on it (its jobs leave COMPLETING at once)
+        instead of after its own timeouts."""
+        self.cmd.scontrol(
+            "update",
+            f"NodeName={_check_name('node', node)}",
+            "State=DOWN",
+            f"Reason={_check_reason(reason)}",
+        )
+
     def resume(self, node: str) -> None:
         self.cmd.scontrol("update", f"NodeName={_check_name('node', node)}", "State=RESUME")
 

@@ -34,6 +34,7 @@ class Recovery:
     spare: str | None
     detected: float
     requeued: bool = False
+    nudged: bool = False
 
 
 @dataclass
@@ -244,7 +245,15 @@ class SpareManager:
         detected = self.clock()
         self.event("failure_detected", node=failed, why=why)
         node = nodes.get(failed)
+        if node is not None and not node.responding and node.state != "down":
+            # A dead node holds its jobs in COMPLETING until Slurm's own timeouts mark it DOWN; say so now.
+            try:
+                self.slurm.down(failed, f"{DRAIN_PREFIX} {why}")
+                self.event("marked_down", node=failed, reason=f"{DRAIN_PREFIX} {why}")
+            except SlurmError as e:
+                self.event("mark_down_failed", node=failed, error=str(e))
         if node is None or not node.drained:
+            # DRAIN as well, so the node stays out when its slurmd registers again (ReturnToService).
             self.slurm.drain(failed, f"{DRAIN_PREFIX} {why}")
             self.event("drained", node=failed, reason=f"{DRAIN_PREFIX} {why}")
         spare = self._pick_spare(nodes, spare_res, jobs)
@@ -305,6 +314,10 @@ class SpareManager:
                     self.event("requeued", job_id=job.job_id)
                 elif job.state == "PENDING" and job.reason == "BeginTime":
                     self.slurm.start_now(job.job_id)
+                elif job.state == "PENDING" and not r.nudged and "held" not in job.reason.lower():
+                    # Requeued and waiting only for the next scheduling pass: a job update asks for one.
+                    self.slurm.start_now(job.job_id)
+                    r.nudged = True
                 elif job.state == "PENDING" and "held" in job.reason.lower():
                     self.slurm.release(job.job_id)
             except SlurmError as e:

@@ -59,8 +59,11 @@ def cluster(sandbox, tmp_path):
 
 
 def submit_protected(client, tmp_path) -> int:
-    script = "#!/bin/sh\necho start $SLURM_RESTART_COUNT $SLURM_JOB_NODELIST\nsrun sleep 300\n"
-    return client.submit(
+    script = (
+        "#!/bin/sh\necho start $SLURM_RESTART_COUNT $SLURM_JOB_NODELIST\n"
+        "srun sh -c 'echo up $SLURMD_NODENAME; exec sleep 300'\n"
+    )
+    job = client.submit(
         [
             "-N",
             "2",
@@ -73,6 +76,12 @@ def submit_protected(client, tmp_path) -> int:
         ],
         script=script,
     )
+    # RUNNING comes at allocation; a node killed before the step reaches it fails the launch (and the
+    # script), which is not the failure under test. Wait for the step's tasks on both nodes.
+    out = tmp_path / "job.out"
+    wait_for(lambda: client.job(job).state == "RUNNING", 30, "job running")
+    wait_for(lambda: out.exists() and out.read_text().count("up node") >= 2, 30, "the step on both nodes")
+    return job
 
 
 def run_watch(mgr, until, timeout):
@@ -119,6 +128,13 @@ def test_dead_node_swapped_for_warm_spare_and_job_runs_on_it(cluster):
     )
     prom = (tmp / "textfile" / "clusterops_spare.prom").read_text()
     assert "clusterops_spare_failovers_total 1" in prom
+    # The dead node was marked DOWN at once (Slurm stops waiting on it) and drained as well, so when
+    # its slurmd registers again it stays out of service until someone clears it.
+    (down,) = events(tmp, "marked_down")
+    assert down["node"] == "node2" and down["reason"].startswith("clusterops: spare:")
+    sb.revive_node("node2")
+    back = client.node("node2")
+    assert back.responding and back.drained and back.reason.startswith("clusterops: spare:"), back
 
 
 def test_health_drain_then_second_failure_uses_the_rewarmed_spare(cluster):
