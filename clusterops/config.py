@@ -106,6 +106,8 @@ class StagingSection:
     bandwidth_mbps: float = 0.0  # 0: no cap
     buffer_mb: int = 1  # per copy thread; 1 MiB stays in cache from read to checksum to write
     poll_s: float = 60.0  # daemon: seconds between convergence rounds
+    # daemon: remove staged datasets no longer listed (never one a process on the node has open)
+    evict_unlisted: bool = True
 
 
 @dataclass

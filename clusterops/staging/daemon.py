@@ -171,7 +171,48 @@ def converge_once(cfg: config_mod.Config, log: Any = None) -> list[dict[str, Any
         status["name"] = spec.name
         atomic_write_json(node_state_file(cfg, spec.name), status)
         results.append(status)
+    if cfg.staging.evict_unlisted:
+        evict_unlisted(cfg, root, {s.name for s in parse_specs(cfg)}, say)
     return results
+
+
+def evict_unlisted(cfg: config_mod.Config, root: Path, wanted: set[str], say: Any) -> list[str]:
+    """Converge the other way: a staged dataset the config no longer lists is evicted, unless some
+    process on this node has a file of it open (a job still reading it keeps it until it ends)."""
+    evicted = []
+    for dest in state.list_datasets(root.parent):
+        if dest.name in wanted or not state.meta_dir(dest).is_dir():
+            continue  # listed, or not ours (no bookkeeping: something else put it there)
+        users = _open_by(dest)
+        if users:
+            pids = ", ".join(map(str, users[:5]))
+            say(f"{dest.name}: no longer configured, kept while in use by pid {pids}")
+            continue
+        try:
+            freed = engine.evict(dest)
+        except (ClusteropsError, OSError) as e:  # busy (being staged) or racing: next round retries
+            say(f"{dest.name}: no longer configured, not evicted: {e}")
+            continue
+        node_state_file(cfg, dest.name).unlink(missing_ok=True)
+        say(f"{dest.name}: no longer configured, evicted ({freed / 1e9:.2f} GB freed)")
+        evicted.append(dest.name)
+    return evicted
+
+
+def _open_by(dest: Path) -> list[int]:
+    """Pids with a file under `dest` open or as their working directory (those we may inspect)."""
+    import psutil
+
+    prefix = str(dest) + os.sep
+    pids = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            cwd = proc.cwd()
+            if (cwd + os.sep).startswith(prefix) or any(f.path.startswith(prefix) for f in proc.open_files()):
+                pids.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    return pids
 
 
 def run(

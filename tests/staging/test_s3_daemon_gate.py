@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -219,3 +220,46 @@ def test_daemon_follows_a_bare_directory_source(tmp_path):
     assert (dest / "a.ds").read_bytes() == b"A" * 6000
     assert not (dest / "sub/b.ds").exists()
     assert state.status(dest)["ready"] is True
+
+
+def test_daemon_evicts_a_dataset_taken_out_of_the_config_unless_in_use(tmp_path):
+    """Converging means both ways: a dataset no longer listed leaves the node, but not while a process
+    (a job still reading it) has one of its files open; a directory that is not ours is never touched."""
+    srcs = {}
+    for name in ("keep", "drop"):
+        srcs[name] = tmp_path / f"src-{name}"
+        srcs[name].mkdir()
+        (srcs[name] / "x.ds").write_bytes(name.encode() * 3000)
+    env = {**os.environ, "CLUSTEROPS_NODE": "n1"}
+    env["CLUSTEROPS_CONFIG"] = str(write_config(tmp_path, [f"{n}={p}" for n, p in srcs.items()]))
+    root = tmp_path / "nodes/n1/nvme/datasets"
+    assert run_cli("stage", "daemon", "--once", env=env).returncode == 0
+    assert state.status(root / "drop")["ready"] is True
+    (root / "foreign").mkdir()  # somebody else's directory beside ours
+    (root / "foreign" / "f").write_text("not ours")
+
+    env["CLUSTEROPS_CONFIG"] = str(write_config(tmp_path, [f"keep={srcs['keep']}"]))
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys,time; f=open(sys.argv[1],'rb'); print('open', flush=True); time.sleep(60)",
+            str(root / "drop" / "x.ds"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        r = run_cli("stage", "daemon", "--once", env=env)
+        assert r.returncode == 0, r.stderr
+        assert f"drop: no longer configured, kept while in use by pid {reader.pid}" in r.stdout, r.stdout
+        assert state.status(root / "drop")["ready"] is True
+    finally:
+        reader.kill()
+        reader.wait()
+    r = run_cli("stage", "daemon", "--once", env=env)
+    assert r.returncode == 0 and "drop: no longer configured, evicted" in r.stdout, r.stdout
+    assert not (root / "drop").exists() and not state.meta_dir(root / "drop").exists()
+    assert state.status(root / "keep")["ready"] is True
+    assert (root / "foreign" / "f").read_text() == "not ours"
