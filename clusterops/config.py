@@ -66,7 +66,9 @@ class S3Section:
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
     max_attempts: int = 8
-    multipart_chunk_mb: int = 64
+    # Upload part size; grown per file where S3's 10,000-part limit needs it. 8 MiB (boto3's and awscli's
+    # default) pushed a DCP checkpoint 1.01x s5cmd's speed here, 64 MiB 0.90x (BENCHMARKS.md).
+    multipart_chunk_mb: int = 8
     max_concurrency: int = 16
     bandwidth_mbps: float = 0.0  # cap on checkpoint transfers, MB/s (10^6 bytes); 0: none
     download_chunk_mb: int = 64  # ranged GET size; a cut stream resumes from the last byte received

@@ -104,6 +104,16 @@ def matches(obj: RemoteObject | None, size: int, crc_hex: str) -> bool:
     )
 
 
+MAX_PARTS = 10_000  # S3's limit on the parts of one multipart upload
+
+
+def part_size_for(size: int, preferred: int) -> int:
+    """The preferred part size, grown (in whole MiB) where a file would otherwise need more parts than S3
+    allows: 8 MiB parts reach 78 GiB, a 1 TiB file gets 105 MiB parts."""
+    needed = -(-size // MAX_PARTS)
+    return max(preferred, -(-needed // MiB) * MiB)
+
+
 class Transfers:
     """One S3 client, one I/O thread pool and one bandwidth cap for every file moved in a run."""
 
@@ -111,7 +121,7 @@ class Transfers:
         self,
         client: Any,
         concurrency: int = 8,
-        part_size: int = 64 * MiB,
+        part_size: int = 8 * MiB,
         download_chunk: int = 64 * MiB,
         bandwidth_bps: float = 0.0,
         on_bytes: Callable[[int], None] | None = None,
@@ -174,17 +184,18 @@ class Transfers:
             Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT"
         )["UploadId"]
         try:
-            offsets = list(range(0, size, self.part_size))
+            psize = part_size_for(size, self.part_size)
+            offsets = list(range(0, size, psize))
             futures = [
                 self.io.submit(
-                    self._put_part, path, bucket, key, upload_id, n + 1, off, min(self.part_size, size - off)
+                    self._put_part, path, bucket, key, upload_id, n + 1, off, min(psize, size - off)
                 )
                 for n, off in enumerate(offsets)
             ]
             parts = [f.result() for f in futures]
             whole = 0
             for part, off in zip(parts, offsets, strict=True):
-                whole = checksums.combine_crc32c(whole, part["_crc"], min(self.part_size, size - off))
+                whole = checksums.combine_crc32c(whole, part["_crc"], min(psize, size - off))
             if checksum.to_hex(whole) != crc_hex:
                 raise TransferError(f"{path}: CRC32C differs from its manifest (changed since commit?)")
             done = [{k: v for k, v in p.items() if k != "_crc"} for p in parts]
