@@ -393,8 +393,29 @@ class SpareManager:
         rest = [n for n in spare_res.nodes if n != node]
         if rest:
             self.slurm.set_reservation_nodes(self.spare_reservation, rest)
-        else:
-            self.slurm.delete_reservation(self.spare_reservation)
+            return
+        # Jobs keep the reservation "in use": the warm-up just cancelled until it has left, and a warm-up
+        # still pending in it (a re-warm queued behind the running one). The reservation goes away with
+        # its last node, so cancel those and wait, rather than fail the failover and redo it next tick.
+        deadline = time.monotonic() + 15.0
+        cancelled: set[int] = set()
+        while True:
+            try:
+                self.slurm.delete_reservation(self.spare_reservation)
+                return
+            except SlurmError as e:
+                if "in use" not in str(e) or time.monotonic() > deadline:
+                    raise
+            for j in self.slurm.jobs():
+                if (
+                    j.reservation == self.spare_reservation
+                    and j.name == WARM_JOB_NAME
+                    and j.active
+                    and j.job_id not in cancelled
+                ):
+                    self.slurm.cancel(j.job_id)
+                    cancelled.add(j.job_id)
+            time.sleep(0.2)
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
         return log_event(self.event_log, f"spare.{kind}", **fields)

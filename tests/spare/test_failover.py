@@ -181,3 +181,27 @@ def test_no_spare_alerts_and_still_requeues(cluster):
     assert events(tmp, "no_spare_available") and events(tmp, "no_spare_available")[0]["alert"]
     wait_for(lambda: client.job(job).restart_count >= 1, 30, "job requeued")
     assert client.reservation("train-t").nodes == ["node1"]
+
+
+def test_spare_still_warming_is_swapped_in_one_pass(cluster):
+    """A failure while the spare's (re-)warm job runs: the watcher cancels it and swaps the spare in in
+    the same pass. The warm job keeps the spare reservation "in use" for a moment after its cancel;
+    that used to fail the failover (watch_error) and redo it a tick later."""
+    sb, client, mgr, tmp = cluster
+    mgr.add("node3")
+    wait_for(lambda: Warmth.decode(client.node("node3").extra).state == "warm", 30, "node3 warm")
+    job = submit_protected(client, tmp)
+    # A warm-up that takes its time to stop (as `spare warm-here` does mid-pull): Slurm's KillWait passes
+    # before it is gone, and the reservation stays "in use" meanwhile.
+    slow_to_stop = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+    mgr.warm_command = [sys.executable, "-c", slow_to_stop]
+    rewarm = mgr.warm("node3")
+    wait_for(lambda: client.job(rewarm).state == "RUNNING", 30, "the re-warm job running on node3")
+    queued = mgr.warm("node3")  # a second re-warm, pending behind the first: it holds the reservation too
+    wait_for(lambda: client.job(queued).state == "PENDING", 30, "the second re-warm queued")
+    sb.kill_node("node2")
+    run_watch(mgr, lambda: events(tmp, "job_running"), 90)
+    assert sorted(client.job(job).nodes) == ["node1", "node3"]
+    assert not client.job(rewarm).active and not client.job(queued).active
+    assert events(tmp, "watch_error") == []
+    assert len(events(tmp, "failure_detected")) == 1
