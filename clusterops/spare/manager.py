@@ -35,6 +35,7 @@ class Recovery:
     detected: float
     requeued: bool = False
     nudged: bool = False
+    revived: int = 0  # requeues of a job the failure had already ended (FAILED / NODE_FAIL)
 
 
 @dataclass
@@ -245,7 +246,21 @@ class SpareManager:
         detected = self.clock()
         self.event("failure_detected", node=failed, why=why)
         node = nodes.get(failed)
+        affected = [
+            j for j in self.protected_jobs(jobs) if failed in j.nodes or j.state in ("PENDING", "NODE_FAIL")
+        ]
+        requeued_now: set[int] = set()
         if node is not None and not node.responding and node.state != "down":
+            # Requeue first: a job whose node goes DOWN under it can end FAILED (its batch script exits
+            # when srun loses the node) before Slurm's own requeue. Flagged for requeue, it cannot.
+            for job in affected:
+                if job.state == "RUNNING":
+                    try:
+                        self.slurm.cmd.scontrol("requeue", str(job.job_id))
+                        requeued_now.add(job.job_id)
+                        self.event("requeued", job_id=job.job_id)
+                    except SlurmError as e:
+                        self.event("recovery_step_failed", job_id=job.job_id, error=str(e))
             # A dead node holds its jobs in COMPLETING until Slurm's own timeouts mark it DOWN; say so now.
             try:
                 self.slurm.down(failed, f"{DRAIN_PREFIX} {why}")
@@ -277,12 +292,17 @@ class SpareManager:
             self.slurm.set_reservation_nodes(self.reservation, members)
         else:
             self.slurm.delete_reservation(self.reservation)
-        affected = [
-            j for j in self.protected_jobs(jobs) if failed in j.nodes or j.state in ("PENDING", "NODE_FAIL")
-        ]
         for job in affected:
             if not any(r.job_id == job.job_id for r in state.recoveries):
-                state.recoveries.append(Recovery(job.job_id, failed, spare.node if spare else None, detected))
+                state.recoveries.append(
+                    Recovery(
+                        job.job_id,
+                        failed,
+                        spare.node if spare else None,
+                        detected,
+                        requeued=job.job_id in requeued_now,
+                    )
+                )
         state.failovers += 1
         self._advance_recoveries(state, self.slurm.jobs())
         return spare.node if spare else None
@@ -292,7 +312,19 @@ class SpareManager:
         still = []
         for r in state.recoveries:
             job = by_id.get(r.job_id)
-            if job is None or job.state in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT"):
+            if job is not None and job.state in ("FAILED", "NODE_FAIL") and r.revived < 3:
+                # The failure took the job down before Slurm's requeue held (its batch script exits when
+                # srun loses the node, and a node marked DOWN can race the requeue): a finished batch
+                # job can be requeued while Slurm still holds its record (MinJobAge).
+                try:
+                    self.slurm.cmd.scontrol("requeue", str(job.job_id))
+                    self.event("requeued", job_id=job.job_id, after=job.state)
+                except SlurmError as e:
+                    self.event("recovery_step_failed", job_id=job.job_id, error=str(e))
+                r.revived += 1
+                still.append(r)
+                continue
+            if job is None or job.state in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL"):
                 self.event("recovery_ended", job_id=r.job_id, state=job.state if job else "gone")
                 continue
             if job.state == "RUNNING" and r.failed not in job.nodes:
