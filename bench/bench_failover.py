@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from clusterops import config as config_mod  # noqa: E402
 from clusterops.fsutil import atomic_write_text  # noqa: E402
+from clusterops.proc import poll_until  # noqa: E402
 from clusterops.sandbox.cluster import Sandbox  # noqa: E402
 from clusterops.slurm import SlurmClient  # noqa: E402
 from clusterops.spare.manager import SpareManager  # noqa: E402
@@ -52,13 +53,10 @@ def cli(env, *args, node=None, check=True, timeout=600):
 
 
 def wait(pred, timeout, what, step=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise RuntimeError(f"timed out waiting for {what}")
+    ok, value = poll_until(pred, timeout, step)
+    if not ok:
+        raise RuntimeError(f"timed out waiting for {what}")
+    return value
 
 
 class Bench:
@@ -91,7 +89,8 @@ class Bench:
         )
         client = s3.client(cfg.s3)
         for f in sorted((work / "shards").iterdir()):
-            client.upload_file(str(f), cfg.s3.bucket, f"datasets/demo/{f.name}")
+            with open(f, "rb") as body:
+                client.put_object(Bucket=cfg.s3.bucket, Key=f"datasets/demo/{f.name}", Body=body)
         for node in ("node1", "node2", "node3", "node4"):
             cli(self.env, "stage", "daemon", "--once", node=node)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from clusterops import config as config_mod
 from clusterops.errors import ClusteropsError
 from clusterops.fsutil import atomic_write_text
+from clusterops.proc import poll_until
 from clusterops.telemetry import read_events
 
 CLI = [sys.executable, "-m", "clusterops"]
@@ -95,13 +96,10 @@ class Demo:
         return r
 
     def wait(self, predicate, timeout: float, what: str, step: float = 1.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(step)
-        raise DemoError(f"timed out after {timeout:g}s waiting for {what}")
+        ok, value = poll_until(predicate, timeout, step)
+        if not ok:
+            raise DemoError(f"timed out after {timeout:g}s waiting for {what}")
+        return value
 
     # ------------------------------------------------------------------ the run
     def run(self) -> DemoResult:
@@ -202,7 +200,8 @@ class Demo:
         n = 0
         for f in sorted(shards.iterdir()):
             if f.is_file():
-                client.upload_file(str(f), cfg.s3.bucket, f"datasets/{DATASET}/{f.name}")
+                with open(f, "rb") as body:
+                    client.put_object(Bucket=cfg.s3.bucket, Key=f"datasets/{DATASET}/{f.name}", Body=body)
                 n += 1
         self.say(
             f"demo: tokenized corpus into {n} shard files, uploaded to s3://{cfg.s3.bucket}/datasets/{DATASET}/"

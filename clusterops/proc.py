@@ -5,10 +5,28 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from clusterops.errors import ClusteropsError
+
+T = TypeVar("T")
+
+
+def poll_until(predicate: Callable[[], T], timeout: float, step: float = 0.25) -> tuple[bool, T | None]:
+    """Call `predicate` every `step` seconds until it returns something truthy or `timeout` passes:
+    (True, that value) or (False, the last value seen). Callers raise their own error on False."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = predicate()
+        if last:
+            return True, last
+        if time.monotonic() >= deadline:
+            return False, last
+        time.sleep(step)
 
 
 class CommandError(ClusteropsError):

@@ -8,11 +8,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from clusterops.proc import poll_until
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "clusterops"]
@@ -30,14 +31,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.25):
     """Poll `predicate` until it returns something truthy (returned), or fail saying what never happened."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"{what}: not within {timeout:g}s (last: {last!r})")
+    ok, last = poll_until(predicate, timeout, step)
+    if not ok:
+        raise AssertionError(f"{what}: not within {timeout:g}s (last: {last!r})")
+    return last
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from clusterops import config as config_mod
 from clusterops.fsutil import atomic_write_json, atomic_write_text
 from clusterops.health.fixture import FORMAT
-from tests.conftest import _sandbox_possible, run_cli
+from tests.conftest import _sandbox_possible, run_cli, wait_for
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -63,17 +62,6 @@ def hsb():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def wait_for(what, predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(1)
-    raise AssertionError(f"{what}: not within {timeout:g}s (last: {last!r})")
-
-
 def nodes(sb):
     return {n.name: n for n in sb._client().nodes()}
 
@@ -90,7 +78,9 @@ def test_periodic_check_drains_only_the_bad_node_and_undrain_spares_manual_drain
     assert all(n.usable for n in nodes(sb).values())
     play(fx, "node1", "row_remap_pending")
     # Nobody runs the hook here: slurmd's HealthCheckProgram (every 30 s) must find and drain node1.
-    n1 = wait_for("node1 drained by the periodic check", lambda: (n := nodes(sb)["node1"]).drained and n, 90)
+    n1 = wait_for(
+        lambda: (n := nodes(sb)["node1"]).drained and n, 90, "node1 drained by the periodic check", step=1
+    )
     assert n1.reason.startswith("clusterops: gpu: GPU 3"), n1.reason
     assert "row remap pending" in n1.reason
     assert not nodes(sb)["node2"].drained
@@ -120,19 +110,22 @@ def test_periodic_check_drains_only_the_bad_node_and_undrain_spares_manual_drain
 def test_prolog_failure_requeues_the_job_and_drains_the_node(hsb):
     sb, env, fx = hsb
     slurm = sb._client()
-    wait_for("both nodes usable", lambda: all(n.usable for n in nodes(sb).values()), 30)
+    wait_for(lambda: all(n.usable for n in nodes(sb).values()), 30, "both nodes usable", step=1)
     # The periodic check looks only at `system` now, so the prolog is the one that finds the lost GPU.
     set_health(sb, healthcheck_checks=["system"])
     play(fx, "node2", "gpu_lost")
     job = slurm.submit(["-w", "node2", "-o", "/dev/null", "--wrap", "sleep 1"])
     try:
-        n2 = wait_for("node2 drained by the prolog", lambda: (n := nodes(sb)["node2"]).drained and n, 60)
+        n2 = wait_for(
+            lambda: (n := nodes(sb)["node2"]).drained and n, 60, "node2 drained by the prolog", step=1
+        )
         assert n2.reason.startswith("clusterops: gpu: GPU 5"), n2.reason
         # Slurm requeues it and holds it (launch_failed_requeued_held) until someone releases it.
         wait_for(
-            "job requeued",
             lambda: (j := slurm.job(job)).restart_count >= 1 and j.state == "PENDING" and j,
             30,
+            "job requeued",
+            step=1,
         )
         events = (sb.layout.node("node2") / "log" / "health.ndjson").read_text()
         assert '"hook": "prolog"' in events and '"drained"' in events

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import pytest
 
 from clusterops.slurm import SlurmClient
-from clusterops.spare.manager import SpareManager
+from clusterops.spare.manager import Recovery, SpareManager, WatchState
 from clusterops.spare.warmth import Warmth
 from clusterops.telemetry import read_events
 from tests.conftest import wait_for
@@ -205,3 +206,35 @@ def test_spare_still_warming_is_swapped_in_one_pass(cluster):
     assert not client.job(rewarm).active and not client.job(queued).active
     assert events(tmp, "watch_error") == []
     assert len(events(tmp, "failure_detected")) == 1
+
+
+def test_job_the_failure_ended_is_requeued_and_runs_again(cluster):
+    """A recovery whose job the failure already ended (FAILED: its batch script exited when srun lost the
+    node, before Slurm's requeue held): the watcher requeues the finished job and it runs again. The
+    recovery comes from the watcher's saved state, as after a watcher restart mid-failover."""
+    sb, client, mgr, tmp = cluster
+    client.set_reservation_nodes("train-t", ["node1"])
+    # The first run exits 1 (as a batch script does when srun loses a node); a rerun stays up.
+    script = (
+        '#!/bin/sh\necho start "${SLURM_RESTART_COUNT:-0}"\n'
+        '[ -n "$SLURM_RESTART_COUNT" ] || exit 1\nexec sleep 300\n'
+    )
+    opts = [
+        "-N",
+        "1",
+        "--reservation=train-t",
+        "-J",
+        "train",
+        "-o",
+        str(tmp / "job.out"),
+        "--open-mode=append",
+    ]
+    job = client.submit(opts, script=script)
+    wait_for(lambda: client.job(job).state == "FAILED", 30, "the first run to fail")
+    mgr._save(WatchState(recoveries=[Recovery(job, "node2", None, time.time())]))
+    run_watch(mgr, lambda: events(tmp, "job_running"), 60)
+    again = client.job(job)
+    assert again.state == "RUNNING" and again.nodes == ["node1"] and again.restart_count >= 1
+    assert [e["after"] for e in events(tmp, "requeued")] == ["FAILED"]
+    assert (tmp / "job.out").read_text().split() == ["start", "0", "start", "1"]
+    assert events(tmp, "recovery_ended") == []

@@ -13,22 +13,11 @@ from pathlib import Path
 import pytest
 
 from clusterops.slurm import SlurmClient
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, wait_for
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 DATASET = "sbfw"
-
-
-def wait_for(pred, timeout: float, what: str, step: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"{what}: not within {timeout:g}s (last: {last!r})")
 
 
 def finished(client: SlurmClient, job_id: int) -> bool:
