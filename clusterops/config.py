@@ -69,7 +69,10 @@ class S3Section:
     # Upload part size; grown per file where S3's 10,000-part limit needs it. 8 MiB (boto3's and awscli's
     # default) pushed a DCP checkpoint 1.01x s5cmd's speed here, 64 MiB 0.90x (BENCHMARKS.md).
     multipart_chunk_mb: int = 8
-    max_concurrency: int = 16
+    max_concurrency: int = 16  # ranged GETs at once on a pull (and the connection pool's size)
+    # Parts in flight on a push: 8 sent as fast as 16 here at 15 % less client CPU per GB, while pulls
+    # slowed below 16 (BENCHMARKS.md, ckpt).
+    upload_concurrency: int = 8
     bandwidth_mbps: float = 0.0  # cap on checkpoint transfers, MB/s (10^6 bytes); 0: none
     download_chunk_mb: int = 64  # ranged GET size; a cut stream resumes from the last byte received
 

@@ -40,9 +40,12 @@ def endpoint_url(s3cfg: Any) -> str:
 
 
 def client(s3cfg: Any) -> Any:
-    """A boto3 S3 client built from a [s3] config section: bounded timeouts, standard retries (503
-    SlowDown, resets), path-style addressing on a custom endpoint."""
-    import boto3
+    """An S3 client built from a [s3] config section: bounded timeouts, standard retries (503
+    SlowDown, resets), path-style addressing on a custom endpoint.
+
+    botocore's own client, the one boto3 hands out, without importing boto3: boto3 adds s3transfer (and
+    multiprocessing) to every start, which we never use (clusterops.checkpoint.transfer moves the bytes)."""
+    import botocore.session
     from botocore.config import Config as BotoConfig
 
     endpoint = endpoint_url(s3cfg)
@@ -56,7 +59,7 @@ def client(s3cfg: Any) -> Any:
             connect_timeout=s3cfg.connect_timeout_s,
             read_timeout=s3cfg.read_timeout_s,
             retries={"max_attempts": s3cfg.max_attempts, "mode": "standard"},
-            max_pool_connections=max(10, s3cfg.max_concurrency * 2),
+            max_pool_connections=max(10, 2 * max(s3cfg.max_concurrency, s3cfg.upload_concurrency)),
             s3=s3opts,
             # Callers check CRC32C themselves (ranged reads carry no whole-object checksum anyway).
             response_checksum_validation="when_required",
@@ -67,7 +70,7 @@ def client(s3cfg: Any) -> Any:
     if s3cfg.access_key_id and s3cfg.secret_access_key:
         kwargs["aws_access_key_id"] = s3cfg.access_key_id
         kwargs["aws_secret_access_key"] = s3cfg.secret_access_key
-    return boto3.session.Session().client("s3", **kwargs)
+    return botocore.session.get_session().create_client("s3", **kwargs)
 
 
 def raw_body(body: Any, resp: dict[str, Any]) -> Any:

@@ -32,7 +32,17 @@ GROUPS = [
 ]
 
 
-def _build_app():
+def _wanted_group(argv: list[str]) -> str | None:
+    """The command group argv runs (`clusterops [-c CFG] GROUP ...`), or None for the top level."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 1 if "=" in argv[i] or argv[i] not in ("-c", "--config") else 2
+    return argv[i] if i < len(argv) else None
+
+
+def _build_app(only: str | None = None):
+    """The typer app; with `only` naming a group (or "demo"), just that one: each group module imports
+    its own libraries, so a run of one command does not pay for loading all thirteen."""
     global typer  # module-global, so typer can resolve the callback's string annotations
     import typer
 
@@ -54,10 +64,15 @@ def _build_app():
     ) -> None:
         ctx.obj = {"config_path": config}
 
+    known = {name for _, name, _ in GROUPS} | {"demo"}
+    if only not in known:
+        only = None  # the top level (help, an unknown command): everything, so typer lists it all
     for _module, _name, _help in GROUPS:
-        _sub = importlib.import_module(f"clusterops.cli.{_module}").app
-        app.add_typer(_sub, name=_name, help=_help)
-    app.command("demo")(importlib.import_module("clusterops.cli.demo_cmd").demo)
+        if only is None or only == _name:
+            _sub = importlib.import_module(f"clusterops.cli.{_module}").app
+            app.add_typer(_sub, name=_name, help=_help)
+    if only is None or only == "demo":
+        app.command("demo")(importlib.import_module("clusterops.cli.demo_cmd").demo)
     return app
 
 
@@ -76,7 +91,7 @@ def main() -> None:
 
         sys.exit(hook_cmd.run_hook(argv[1]))
     try:
-        (globals().get("app") or __getattr__("app"))()
+        (globals().get("app") or _build_app(_wanted_group(argv)))()
     except ClusteropsError as e:
         print(f"clusterops: {e}", file=sys.stderr)
         sys.exit(e.exit_code)

@@ -57,12 +57,12 @@ def _remote(cfg: Any, remote: str | None):
     return Remote(s3.client(cfg.s3), remote)
 
 
-def _transfers(cfg: Any, client: Any):
+def _transfers(cfg: Any, client: Any, upload: bool):
     from clusterops.checkpoint.transfer import MiB, Transfers
 
     return Transfers(
         client,
-        concurrency=cfg.s3.max_concurrency,
+        concurrency=cfg.s3.upload_concurrency if upload else cfg.s3.max_concurrency,
         part_size=cfg.s3.multipart_chunk_mb * MiB,
         download_chunk=cfg.s3.download_chunk_mb * MiB,
         bandwidth_bps=cfg.s3.bandwidth_mbps * 1e6,
@@ -116,7 +116,7 @@ def push_cmd(
 
     cfg = get_config(ctx)
     rem = _remote(cfg, remote)
-    with _s3_errors(), _transfers(cfg, rem.client) as tx:
+    with _s3_errors(), _transfers(cfg, rem.client, upload=True) as tx:
         result = push(_local_root(cfg, local), rem, tx, _node(node), step)
     if json_out:
         print_json(result.__dict__)
@@ -160,7 +160,7 @@ def pull_cmd(
                 else:
                     print(f"{rem}: no complete checkpoint yet; nothing to pull")
                 return
-    with _s3_errors(), _transfers(cfg, rem.client) as tx:
+    with _s3_errors(), _transfers(cfg, rem.client, upload=False) as tx:
         result = pull(rem, _local_root(cfg, dest), tx, step)
     if json_out:
         print_json(result.__dict__)
@@ -256,7 +256,7 @@ def sync_cmd(
 
     cfg = get_config(ctx)
     rem = _remote(cfg, remote)
-    with _s3_errors(), _transfers(cfg, rem.client) as tx:
+    with _s3_errors(), _transfers(cfg, rem.client, upload=True) as tx:
         result = sync(
             local_root=_local_root(cfg, local),
             configured_root=node_path(cfg.checkpoint.local_root),

@@ -49,3 +49,40 @@ def test_slurm_without_config_never_guesses(tmp_path):
     if r.returncode == 0:
         pytest.skip("this machine has /etc/slurm/slurm.conf")
     assert r.returncode == 2 and "no Slurm config" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, group",
+    [
+        (["ckpt", "push"], "ckpt"),
+        (["-c", "x.toml", "stage", "run"], "stage"),
+        (["--config", "x.toml", "demo"], "demo"),
+        (["--config=x.toml", "health", "check"], "health"),
+        (["--help"], None),
+        ([], None),
+    ],
+)
+def test_the_group_a_command_line_runs(argv, group):
+    from clusterops.cli import _wanted_group
+
+    assert _wanted_group(argv) == group
+
+
+def test_one_command_loads_only_its_own_group():
+    """A run of one command builds only its group: the others' modules (and what they import) stay out."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.argv = ['clusterops', '--config', '/dev/null', 'config', 'show', '--json']\n"
+        "from clusterops.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "mods = sorted(m for m in sys.modules if m.startswith('clusterops.cli.'))\n"
+        "print(' '.join(mods), file=sys.stderr)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    loaded = set(r.stderr.split())
+    assert json.loads(r.stdout)["sources"] is not None
+    assert "clusterops.cli.config_cmd" in loaded
+    assert not loaded & {f"clusterops.cli.{m}" for m, name, _ in GROUPS if name != "config"}, loaded
