@@ -110,6 +110,9 @@ class StagingSection:
     max_workers: int = 8
     bandwidth_mbps: float = 0.0  # 0: no cap
     buffer_mb: int = 1  # per copy thread; 1 MiB stays in cache from read to checksum to write
+    # Verified files are made durable (one syncfs) and renamed into place in groups of this many MB:
+    # the most a kill -9 or power loss can make a rerun copy again.
+    commit_mb: int = 2048
     poll_s: float = 60.0  # daemon: seconds between convergence rounds
     # daemon: remove staged datasets no longer listed (never one a process on the node has open)
     evict_unlisted: bool = True

@@ -59,6 +59,7 @@ def options_from(cfg: config_mod.Config) -> engine.Options:
         workers=cfg.staging.max_workers,
         buffer_bytes=max(1, cfg.staging.buffer_mb) << 20,
         bandwidth_bytes_s=cfg.staging.bandwidth_mbps * 1e6,
+        commit_bytes=max(1, cfg.staging.commit_mb) << 20,
     )
 
 

@@ -109,7 +109,8 @@ def test_daemon_survives_kill9_and_converges(tmp_path):
     for i in range(6):
         (src / f"s{i}.ds").write_bytes(os.urandom((2 << 20) + i))
     run_cli("stage", "manifest", str(src), "-o", str(tmp_path / "fw.json"), "--name", "fw", check=True)
-    cfg = write_config(tmp_path, [f"fw={tmp_path / 'fw.json'}"], "bandwidth_mbps = 8.0\n")
+    # Commit (sync, rename, record) every 4 MiB, so a kill lands after some files are recorded.
+    cfg = write_config(tmp_path, [f"fw={tmp_path / 'fw.json'}"], "bandwidth_mbps = 8.0\ncommit_mb = 4\n")
     env = {**os.environ, "CLUSTEROPS_CONFIG": str(cfg), "CLUSTEROPS_NODE": "n1"}
     dest = tmp_path / "nodes/n1/nvme/datasets/fw"
     meta = state.meta_dir(dest)
