@@ -315,6 +315,9 @@ def main() -> None:
         report["versions"] = versions
         out = REPO / "bench" / "results" / "stage.json"
         out.parent.mkdir(exist_ok=True)
+        if (args.skip_s3 or args.skip_dir) and out.exists():
+            # A run of one part keeps the other part's last results.
+            report = {**json.loads(out.read_text()), **report}
         out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwrote {out}")
     finally:

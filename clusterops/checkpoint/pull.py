@@ -13,7 +13,7 @@ from clusterops.checkpoint import layout
 from clusterops.checkpoint.remote import Remote
 from clusterops.checkpoint.transfer import TransferError, Transfers
 from clusterops.errors import UsageError
-from clusterops.fsutil import fsync_dir
+from clusterops.fsutil import fsync_dir, sync_files
 
 
 @dataclass
@@ -83,9 +83,8 @@ def pull(remote: Remote, dest_root: str | Path, transfers: Transfers, step: int 
         for f in manifest.files:
             dest = tmp / f.path
             dest.parent.mkdir(parents=True, exist_ok=True)
-            futures.append(
-                transfers.download(remote.bucket, remote.data_key(n, f.path), dest, f.size, f.crc32c)
-            )
+            key = remote.data_key(n, f.path)
+            futures.append(transfers.download(remote.bucket, key, dest, f.size, f.crc32c, fsync=False))
         errors = []
         for fut in futures:
             try:
@@ -96,6 +95,8 @@ def pull(remote: Remote, dest_root: str | Path, transfers: Transfers, step: int 
             raise TransferError(
                 f"step {n}: {len(errors)} file(s) failed; first: {errors[0]}; nothing was written"
             )
+        # One syncfs for every file pulled (the kernel writes back in large batches), then the manifest.
+        sync_files(tmp, [tmp / f.path for f in manifest.files])
         layout.write_manifest(tmp, data)
         for d in {(tmp / f.path).parent for f in manifest.files}:
             fsync_dir(d)

@@ -246,13 +246,16 @@ class Transfers:
 
     # ---------------------------------------------------------------- download
     def download(
-        self, bucket: str, key: str, dest: str | os.PathLike[str], size: int, crc_hex: str
+        self, bucket: str, key: str, dest: str | os.PathLike[str], size: int, crc_hex: str, fsync: bool = True
     ) -> Future:
         """Download into `dest` (created, or truncated) in parallel ranges; the future raises
-        TransferError unless every byte arrived and the whole file's CRC32C is `crc_hex`."""
-        return self.files.submit(self._get_file, bucket, key, dest, size, crc_hex)
+        TransferError unless every byte arrived and the whole file's CRC32C is `crc_hex`. fsync=False:
+        the caller makes it durable (a pull syncs its whole temp directory once, before the rename)."""
+        return self.files.submit(self._get_file, bucket, key, dest, size, crc_hex, fsync)
 
-    def _get_file(self, bucket: str, key: str, dest: str | os.PathLike[str], size: int, crc_hex: str) -> None:
+    def _get_file(
+        self, bucket: str, key: str, dest: str | os.PathLike[str], size: int, crc_hex: str, fsync: bool = True
+    ) -> None:
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             if size:
@@ -266,7 +269,8 @@ class Transfers:
                 whole = checksums.combine_crc32c(whole, fut.result(), n)
             if checksum.to_hex(whole) != crc_hex:
                 raise TransferError(f"s3://{bucket}/{key}: downloaded bytes fail CRC32C against the manifest")
-            os.fsync(fd)
+            if fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 

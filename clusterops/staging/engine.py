@@ -29,30 +29,13 @@ from awscrt import checksums
 
 from clusterops import checksum
 from clusterops.errors import ClusteropsError
-from clusterops.fsutil import atomic_write_json, fsync_dir
+from clusterops.fsutil import atomic_write_json, fsync_dir, sync_files
 from clusterops.staging import state as st
 from clusterops.staging.manifest import FileEntry, Manifest
 from clusterops.staging.manifest import check_relpath as mf_check_relpath
 
 GiB = 1 << 30
 
-
-def _libc_syncfs():
-    """libc syncfs(fd), or None: flushes one filesystem (the destination's), not every mounted one."""
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.syncfs
-        fn.argtypes = [ctypes.c_int]
-        fn.restype = ctypes.c_int
-        return fn
-    except (OSError, AttributeError):
-        return None
-
-
-_SYNCFS = _libc_syncfs()
 
 # In-kernel copy for directory sources; CLUSTEROPS_STAGE_COPY=read forces the user-space path (benchmarks,
 # and filesystems whose copy_file_range misbehaves).
@@ -603,7 +586,7 @@ class Stager:
                 return
             if self.opts.fsync:
                 try:
-                    _sync_data(self.tmpdir, [tmp for _, tmp, _ in group])
+                    sync_files(self.tmpdir, [tmp for _, tmp, _ in group])
                 except OSError as e:
                     why = f"sync: {e.strerror or e}"
                     with self._lock:
@@ -639,23 +622,6 @@ class Stager:
         dirs = {self.dest} | {(self.dest / e.path).parent for e in self.manifest.files}
         for d in dirs:
             fsync_dir(d)
-
-
-def _sync_data(tmpdir: Path, temps: list[Path]) -> None:
-    """Every byte of `temps` on disk: one syncfs of their filesystem, or an fsync each without it."""
-    if _SYNCFS is not None:
-        fd = os.open(tmpdir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if _SYNCFS(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    for tmp in temps:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _write_json_fast(path: Path, obj: Any) -> None:
