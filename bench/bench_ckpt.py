@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import socket
 import statistics
@@ -90,6 +91,15 @@ def delete_prefix(client, prefix: str) -> None:
 
 
 def commands(tool: str, direction: str, src: Path, dest: Path, prefix: str, endpoint: str) -> list[str]:
+    """The tool's command line. A peer's pull is followed by `sync`: ours ends with the checkpoint on
+    disk (committed locally), so theirs must too for the same work."""
+    argv = _commands(tool, direction, src, dest, prefix, endpoint)
+    if tool != "clusterops" and direction == "pull":
+        return ["sh", "-c", f"{shlex.join(argv)} && sync"]
+    return argv
+
+
+def _commands(tool: str, direction: str, src: Path, dest: Path, prefix: str, endpoint: str) -> list[str]:
     url = f"s3://{BUCKET}/{prefix}"
     if tool == "clusterops":
         base = [sys.executable, "-m", "clusterops", "ckpt"]

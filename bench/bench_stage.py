@@ -201,6 +201,7 @@ def main() -> None:
     ap.add_argument("--s3-repeats", type=int, default=2)
     ap.add_argument("--skip-s3", action="store_true")
     ap.add_argument("--skip-dir", action="store_true")
+    ap.add_argument("--skip-aws", action="store_true", help="S3 part: leave out awscli (the slowest peer)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="co-bench-stage-", dir="/var/tmp"))
@@ -296,7 +297,11 @@ def main() -> None:
             )
             print("S3 (moto on loopback) -> local disk", flush=True)
             s = bench(
-                s3_tools(manifest, work / "dest", endpoint),
+                {
+                    k: v
+                    for k, v in s3_tools(manifest, work / "dest", endpoint).items()
+                    if not (args.skip_aws and k.startswith("aws"))
+                },
                 work / "dest",
                 args.s3_repeats,
                 env,

@@ -35,6 +35,31 @@ def _libc_syncfs():
 _SYNCFS = _libc_syncfs()
 
 
+def _libc_sync_file_range():
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.sync_file_range
+        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        fn.restype = ctypes.c_int
+        return fn
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNC_FILE_RANGE = _libc_sync_file_range()
+_SFR_WRITE = 2  # SYNC_FILE_RANGE_WRITE: start writeback of the dirty pages, do not wait
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing a finished file's dirty pages now, without waiting, so a later
+    sync_files finds little left. Durability still comes from that sync."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, 0, 0, _SFR_WRITE)
+
+
 def sync_files(directory: str | os.PathLike[str], files: list[Path]) -> None:
     """Put every byte of `files` (all on `directory`'s filesystem) on disk: one syncfs, which lets the
     kernel write back in large batches, or an fsync per file where syncfs is missing. A group commit's

@@ -21,6 +21,7 @@ from awscrt import checksums
 
 from clusterops import checksum
 from clusterops.errors import ClusteropsError
+from clusterops.fsutil import start_writeback
 from clusterops.s3 import raw_body
 
 MiB = 1 << 20
@@ -271,6 +272,8 @@ class Transfers:
                 raise TransferError(f"s3://{bucket}/{key}: downloaded bytes fail CRC32C against the manifest")
             if fsync:
                 os.fsync(fd)
+            else:
+                start_writeback(fd)
         finally:
             os.close(fd)
 
