@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -17,57 +18,44 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def _libc_syncfs():
-    """libc syncfs(fd), or None: flushes one filesystem, not every mounted one as sync(2) does."""
+@functools.cache
+def _libc_fn(name: str, *argtypes: str):
+    """One libc function through ctypes, or None where this libc lacks it. Resolved on first use and
+    cached, so importing fsutil (the hook path writes its state through it) loads neither ctypes nor
+    libc. argtypes are ctypes type names, e.g. "c_int"."""
     try:
         import ctypes
         import ctypes.util
 
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.syncfs
-        fn.argtypes = [ctypes.c_int]
+        fn = getattr(libc, name)
+        fn.argtypes = [getattr(ctypes, t) for t in argtypes]
         fn.restype = ctypes.c_int
         return fn
     except (OSError, AttributeError):
         return None
 
 
-_SYNCFS = _libc_syncfs()
-
-
-def _libc_sync_file_range():
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.sync_file_range
-        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-        fn.restype = ctypes.c_int
-        return fn
-    except (OSError, AttributeError):
-        return None
-
-
-_SYNC_FILE_RANGE = _libc_sync_file_range()
 _SFR_WRITE = 2  # SYNC_FILE_RANGE_WRITE: start writeback of the dirty pages, do not wait
 
 
 def start_writeback(fd: int) -> None:
     """Ask the kernel to start writing a finished file's dirty pages now, without waiting, so a later
     sync_files finds little left. Durability still comes from that sync."""
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, 0, 0, _SFR_WRITE)
+    sync_file_range = _libc_fn("sync_file_range", "c_int", "c_int64", "c_int64", "c_uint")
+    if sync_file_range is not None:
+        sync_file_range(fd, 0, 0, _SFR_WRITE)
 
 
 def sync_files(directory: str | os.PathLike[str], files: list[Path]) -> None:
     """Put every byte of `files` (all on `directory`'s filesystem) on disk: one syncfs, which lets the
     kernel write back in large batches, or an fsync per file where syncfs is missing. A group commit's
     first step: the renames that publish the files come after it."""
-    if _SYNCFS is not None:
+    syncfs = _libc_fn("syncfs", "c_int")  # flushes one filesystem, not every mounted one as sync(2) does
+    if syncfs is not None:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            if _SYNCFS(fd) == 0:
+            if syncfs(fd) == 0:
                 return
         finally:
             os.close(fd)

@@ -1,4 +1,5 @@
-"""The hook path and an in-process `health check` import neither torch nor boto3 (nor typer, for hooks)."""
+"""The hook path and an in-process `health check` import neither torch nor boto3 (nor typer, for hooks; nor
+ctypes, which fsutil loads only when a bulk copy first syncs)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ try:
     main()
 except SystemExit as e:
     code = e.code
-print(json.dumps({{"code": code, "mods": sorted(m for m in ("torch", "boto3", "botocore", "typer", "numpy")
+print(json.dumps({{"code": code, "mods": sorted(m for m in ("torch", "boto3", "botocore", "typer", "numpy", "ctypes")
                                                  if m in sys.modules)}}), file=sys.stderr)
 """
 
