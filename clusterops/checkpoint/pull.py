@@ -84,7 +84,7 @@ def pull(remote: Remote, dest_root: str | Path, transfers: Transfers, step: int 
             dest = tmp / f.path
             dest.parent.mkdir(parents=True, exist_ok=True)
             key = remote.data_key(n, f.path)
-            futures.append(transfers.download(remote.bucket, key, dest, f.size, f.crc32c, fsync=False))
+            futures.append(transfers.download(remote.bucket, key, dest, f.size, f.crc32c))
         errors = []
         for fut in futures:
             try:

@@ -246,17 +246,14 @@ class Transfers:
         return {"PartNumber": number, "ETag": r["ETag"], "ChecksumCRC32C": checksum.to_s3(crc), "_crc": crc}
 
     # ---------------------------------------------------------------- download
-    def download(
-        self, bucket: str, key: str, dest: str | os.PathLike[str], size: int, crc_hex: str, fsync: bool = True
-    ) -> Future:
+    def download(self, bucket: str, key: str, dest: str | os.PathLike[str], size: int, crc_hex: str) -> Future:
         """Download into `dest` (created, or truncated) in parallel ranges; the future raises
-        TransferError unless every byte arrived and the whole file's CRC32C is `crc_hex`. fsync=False:
-        the caller makes it durable (a pull syncs its whole temp directory once, before the rename)."""
-        return self.files.submit(self._get_file, bucket, key, dest, size, crc_hex, fsync)
+        TransferError unless every byte arrived and the whole file's CRC32C is `crc_hex`. The file's
+        writeback is started but not awaited: the caller makes it durable (a pull syncs its whole temp
+        directory once, with fsutil.sync_files, before the rename)."""
+        return self.files.submit(self._get_file, bucket, key, dest, size, crc_hex)
 
-    def _get_file(
-        self, bucket: str, key: str, dest: str | os.PathLike[str], size: int, crc_hex: str, fsync: bool = True
-    ) -> None:
+    def _get_file(self, bucket: str, key: str, dest: str | os.PathLike[str], size: int, crc_hex: str) -> None:
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             if size:
@@ -270,10 +267,7 @@ class Transfers:
                 whole = checksums.combine_crc32c(whole, fut.result(), n)
             if checksum.to_hex(whole) != crc_hex:
                 raise TransferError(f"s3://{bucket}/{key}: downloaded bytes fail CRC32C against the manifest")
-            if fsync:
-                os.fsync(fd)
-            else:
-                start_writeback(fd)
+            start_writeback(fd)
         finally:
             os.close(fd)
 
