@@ -29,6 +29,7 @@ TRAIN_NODES = ["node1", "node2"]
 SPARE = "node3"
 VICTIM = "node2"
 DATASET = "demo"
+FAILURE_FILE = "demo-failure.txt"  # written under the root when a run fails; the teardown keeps it
 
 
 class DemoError(ClusteropsError):
@@ -119,6 +120,7 @@ class Demo:
         self.sandbox = sb
         self.slurm = SlurmClient(sb.layout.slurm_conf, timeout=15)
         watcher = None
+        self.job_id: int | None = None
         stop_sync = threading.Event()
         try:
             remote = self.remote = self._configure(state.endpoint_url)
@@ -136,7 +138,7 @@ class Demo:
             watcher = self._start_watcher()
             sync = threading.Thread(target=self._sync_loop, args=(stop_sync,), daemon=True)
             sync.start()
-            job_id = self._submit()
+            job_id = self.job_id = self._submit()
             self.say(f"demo: training job {job_id} submitted on {', '.join(TRAIN_NODES)}")
             step = self.wait(
                 lambda: self._remote_latest(), 600, "a checkpoint committed and verified in S3", 2
@@ -165,6 +167,9 @@ class Demo:
             result.job_nodes_after = self.slurm.job(job_id).nodes
             result.spare_restaged = self._ready_stamp(SPARE) != marker_before
             return result
+        except BaseException as e:  # a timeout's signal too: record what the sandbox looked like first
+            self._record_failure(e)
+            raise
         finally:
             stop_sync.set()
             if watcher is not None:
@@ -175,6 +180,42 @@ class Demo:
                 sb.down()
             os.environ.clear()
             os.environ.update(saved_env)
+
+    def _record_failure(self, error: BaseException) -> None:
+        """Write what an operator would look at first (the demo's own lines, the job's state and log, the
+        watcher's log and events, slurmctld's log) to FAILURE_FILE under the root, which the sandbox's
+        teardown leaves in place."""
+        parts = [f"demo failed: {type(error).__name__}: {error}"]
+        start = self.timeline.marks[0][1] if self.timeline.marks else time.time()
+        marks = [(what, round(at - start, 1)) for what, at in self.timeline.marks]
+        parts.append(f"timeline (s after the first mark): {marks}")
+
+        def section(title: str, fetch: Callable[[], str], tail: int = 60) -> None:
+            try:
+                text = fetch()
+            except Exception as exc:  # noqa: BLE001 - a diagnostic must not hide the failure
+                text = f"(unavailable: {exc})"
+            parts.append(f"----- {title}\n" + "\n".join(text.splitlines()[-tail:]))
+
+        layout = self.sandbox.layout
+        section(
+            "jobs",
+            lambda: "\n".join(
+                f"{j.job_id} {j.name} {j.state} {j.reason} {j.nodes}" for j in self.slurm.jobs()
+            ),
+        )
+        section(
+            "nodes",
+            lambda: "\n".join(
+                f"{n.name} {n.state} {n.flags} {n.reason!r} {n.extra}" for n in self.slurm.nodes()
+            ),
+        )
+        if self.job_id is not None:
+            section(f"train log {self._log(self.job_id)}", lambda: self._log_text(self.job_id), 80)
+        section("spare watcher log", lambda: (self.root / "spare-watch.log").read_text(errors="replace"))
+        section("head events", lambda: (layout.node("head") / "log" / "events.ndjson").read_text(), 40)
+        section("slurmctld log", lambda: (layout.ctld / "slurmctld.log").read_text(errors="replace"), 80)
+        atomic_write_text(self.root / FAILURE_FILE, "\n".join(parts) + "\n")
 
     def _configure(self, endpoint: str) -> str:
         cfg = config_mod.load(self.sandbox.layout.clusterops_conf, env={})

@@ -20,7 +20,7 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    from clusterops.demo import Demo
+    from clusterops.demo import FAILURE_FILE, Demo
 
     out = Console()
     started = time.time()
@@ -29,7 +29,12 @@ def demo(
         out.print(f"[dim]{time.time() - started:6.1f}s[/] {msg}")
         sys.stdout.flush()
 
-    result = Demo(Path(root), say, steps=steps, keep=keep).run()
+    try:
+        result = Demo(Path(root), say, steps=steps, keep=keep).run()
+    except Exception:
+        if (Path(root) / FAILURE_FILE).exists():
+            say(f"demo: the job's state and logs at the failure are in {Path(root) / FAILURE_FILE}")
+        raise
     t0 = result.timeline.marks[0][1] if result.timeline.marks else started
     table = Table("t (s)", "event", title="failover timeline")
     for what, at in result.timeline.marks:

@@ -5,23 +5,32 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from clusterops.demo import SPARE, VICTIM, Demo
+from clusterops.demo import FAILURE_FILE, SPARE, VICTIM, Demo
 
-pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+# The demo's own waits (each with a clear DemoError) add up to more than the suite's default 300 s;
+# a quiet run takes ~2.5 min. A failure keeps the root and prints what the demo recorded.
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_node_death_spare_swapped_in_job_resumes_from_checkpoint_without_restaging():
     lines: list[str] = []
+    t0 = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="co-demo-", dir="/var/tmp"))
     try:
-        result = Demo(root, lines.append, steps=200).run()
-    finally:
-        sandbox_left = (root / "sandbox.json").exists()
-        shutil.rmtree(root, ignore_errors=True)
+        result = Demo(root, lambda m: lines.append(f"{time.monotonic() - t0:6.1f}s {m}"), steps=200).run()
+    except BaseException:
+        print("\n".join(lines))
+        record = root / FAILURE_FILE
+        print(record.read_text() if record.exists() else f"(no {FAILURE_FILE})")
+        print(f"demo root kept for inspection: {root}")
+        raise
+    sandbox_left = (root / "sandbox.json").exists()
+    shutil.rmtree(root, ignore_errors=True)
     assert result.resumed_from and result.resumed_from > 0
     assert result.resumed_from % 40 == 0  # a committed checkpoint step (every 40 steps)
     assert SPARE in result.job_nodes_after and VICTIM not in result.job_nodes_after
