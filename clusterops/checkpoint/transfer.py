@@ -246,7 +246,9 @@ class Transfers:
         return {"PartNumber": number, "ETag": r["ETag"], "ChecksumCRC32C": checksum.to_s3(crc), "_crc": crc}
 
     # ---------------------------------------------------------------- download
-    def download(self, bucket: str, key: str, dest: str | os.PathLike[str], size: int, crc_hex: str) -> Future:
+    def download(
+        self, bucket: str, key: str, dest: str | os.PathLike[str], size: int, crc_hex: str
+    ) -> Future:
         """Download into `dest` (created, or truncated) in parallel ranges; the future raises
         TransferError unless every byte arrived and the whole file's CRC32C is `crc_hex`. The file's
         writeback is started but not awaited: the caller makes it durable (a pull syncs its whole temp

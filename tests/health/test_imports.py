@@ -20,8 +20,8 @@ try:
     main()
 except SystemExit as e:
     code = e.code
-print(json.dumps({{"code": code, "mods": sorted(m for m in ("torch", "boto3", "botocore", "typer", "numpy", "ctypes")
-                                                 if m in sys.modules)}}), file=sys.stderr)
+heavy = ("torch", "boto3", "botocore", "typer", "numpy", "ctypes")
+print(json.dumps({{"code": code, "mods": sorted(m for m in heavy if m in sys.modules)}}), file=sys.stderr)
 """
 
 
