@@ -5,10 +5,12 @@ already holds with the right size and CRC32C are not sent again."""
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusterops.checkpoint import layout
+from clusterops.checkpoint.layout import FileEntry
 from clusterops.checkpoint.remote import Remote
 from clusterops.checkpoint.transfer import TransferError, Transfers
 from clusterops.errors import UsageError
@@ -100,7 +102,7 @@ def push(
         )
 
     remote.put_part(n, node, layout.manifest_path(chosen.path).read_bytes())
-    done = finalize(remote, n, node)
+    done = finalize(remote, n, node, verified=manifest.files)
     took = time.monotonic() - t0
     if not done.complete:
         return PushResult(
@@ -116,13 +118,19 @@ def push(
     return PushResult(n, "complete", f"step {n}: complete and verified in {remote}", len(todo), sent, took)
 
 
-def finalize(remote: Remote, step: int, node: str):
+def finalize(remote: Remote, step: int, node: str, verified: Collection[FileEntry] = ()):
     """Write the manifest once the parts add up and every file they list is verified in S3; then move
-    `latest`. Safe to call from every node at once."""
+    `latest`. Safe to call from every node at once.
+
+    `verified`: entries this process has just checked against S3's own record (the push's check after
+    its uploads). They are not HEADed a second time: the time between that check and the manifest is no
+    longer than between a HEAD here and the manifest. A 2 GiB push of 261 files made 522 HEADs before."""
     done = remote.completeness(step)
     if not done.complete or done.manifest is None:
         return done
-    bad = remote.unverified(step, done.manifest.files)
+    fresh = {f.path: f for f in verified}
+    to_check = [f for f in done.manifest.files if fresh.get(f.path) != f]
+    bad = remote.unverified(step, to_check) if to_check else []
     if bad:
         done.complete = False
         done.missing = bad
