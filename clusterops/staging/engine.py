@@ -193,7 +193,10 @@ def _account_mapped(fd: int, pos: int, n: int, piece: int, account: Callable[[me
             at = pos - base
             while at < end:
                 want = min(piece, end - at)
-                account(view[at : at + want])
+                # Released here, even when `account` raises (its traceback keeps the slice alive), so the
+                # mapping can close and the caller sees account's error, not a BufferError.
+                with view[at : at + want] as part:
+                    account(part)
                 at += want
         finally:
             view.release()

@@ -98,10 +98,11 @@ def test_changed_source_file_is_named_and_not_ready(tmp_path, dataset, copy_env)
     assert [f["path"] for f in s["failed"]] == ["sub/c.ds"]
     assert not (dest / "sub/c.ds").exists()  # the bad copy never took the real name
 
-    # A grown file is named too.
+    # A grown file is named too, with what is wrong with it.
     (src / "b.ds").write_bytes((src / "b.ds").read_bytes() + b"more")
     r = run_cli("stage", "run", str(manifest), "--dest", str(tmp_path / "D2"), env=copy_env)
     assert r.returncode != 0 and "b.ds" in r.stderr
+    assert "source is larger than the manifest" in r.stderr, r.stderr
 
 
 def test_dotdot_absolute_and_symlink_out_are_refused(tmp_path, dataset):
