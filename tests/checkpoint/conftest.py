@@ -24,6 +24,16 @@ SMALL = {".metadata": 3000, "__0_0.distcp": 2 << 20, "__1_0.distcp": 700_000, "_
 
 
 @pytest.fixture
+def remote(s3):
+    """The checkpoint store under s3://test/r, through our own S3 client."""
+    from clusterops import config
+    from clusterops import s3 as s3mod
+    from clusterops.checkpoint.remote import Remote
+
+    return Remote(s3mod.client(config.Config().s3), "s3://test/r")
+
+
+@pytest.fixture
 def cli_env(s3, tmp_path):
     """Environment for the real CLI against the test S3 (bucket `test`), small parts, its own state dir."""
     cfg = tmp_path / "clusterops.toml"

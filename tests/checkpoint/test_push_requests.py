@@ -3,20 +3,10 @@ node that completes a multi-node checkpoint still checks every other node's file
 
 from __future__ import annotations
 
-import pytest
-
-from clusterops import config
-from clusterops import s3 as s3mod
 from clusterops.checkpoint import layout
 from clusterops.checkpoint.push import push
-from clusterops.checkpoint.remote import Remote
 from clusterops.checkpoint.transfer import Transfers
 from tests.checkpoint.conftest import SMALL, make_checkpoint
-
-
-@pytest.fixture
-def remote(s3):
-    return Remote(s3mod.client(config.Config().s3), "s3://test/r")
 
 
 def count_heads(client) -> list[str]:

@@ -8,20 +8,12 @@ import time
 
 import pytest
 
-from clusterops import config
-from clusterops import s3 as s3mod
 from clusterops.checkpoint import layout, prune
 from clusterops.checkpoint.push import push
-from clusterops.checkpoint.remote import Remote
 from clusterops.checkpoint.transfer import Transfers
 from clusterops.errors import UsageError
 from tests.checkpoint.conftest import SMALL, make_checkpoint
 from tests.conftest import REPO, run_cli
-
-
-@pytest.fixture
-def remote(s3):
-    return Remote(s3mod.client(config.Config().s3), "s3://test/r")
 
 
 def _commit(root, step, sizes=SMALL):
