@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -65,6 +67,62 @@ def sync_files(directory: str | os.PathLike[str], files: list[Path]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+DIRECT_ALIGN = 4096  # O_DIRECT's unit: offset, length and buffer address, on every disk we target
+
+
+def aligned_buffer(size: int) -> mmap.mmap:
+    """`size` bytes of page-aligned memory: a buffer O_DIRECT accepts, which a bytearray is not."""
+    return mmap.mmap(-1, size)
+
+
+class DirectWriter:
+    """Positional writes into a file being created that bypass the page cache (O_DIRECT) where a piece
+    allows it, through a second descriptor of the same file.
+
+    A buffered write copies every byte into the page cache, and for a download that copy is the largest
+    CPU cost left (perf: ~40 % of a staging run's cycles in copy_folio_from_iter_atomic); with O_DIRECT
+    the device reads the pieces from our buffer instead. Pieces must come from `aligned_buffer` memory.
+    A piece whose offset or length is not a multiple of DIRECT_ALIGN (a file's tail, a resume at an
+    odd byte), and every piece on a filesystem without O_DIRECT, goes through `fd`, the caller's
+    ordinary descriptor. Durability is unchanged: the caller still fsyncs (or syncfs) before publishing.
+    """
+
+    def __init__(self, fd: int, path: str | os.PathLike[str]):
+        self.fd = fd
+        try:
+            self.direct = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+        except OSError:  # EINVAL: this filesystem has no O_DIRECT
+            self.direct = -1
+        # Threads may share a writer: the O_DIRECT descriptor closes only in close().
+        self.use_direct = self.direct >= 0
+
+    def pwrite(self, view: memoryview, offset: int) -> None:
+        while view:
+            direct = self.use_direct and offset % DIRECT_ALIGN == 0 and len(view) % DIRECT_ALIGN == 0
+            try:
+                n = os.pwrite(self.direct if direct else self.fd, view, offset)
+            except OSError as e:
+                if not direct or e.errno != errno.EINVAL:
+                    raise
+                self.use_direct = False  # this file or buffer is not O_DIRECT-able after all
+                continue
+            view = view[n:]
+            offset += n
+
+    def close(self) -> None:
+        """Closes the O_DIRECT descriptor only (once no thread writes): `fd` stays the caller's."""
+        if self.direct >= 0:
+            os.close(self.direct)
+            self.direct = -1
+        self.use_direct = False
+
+    def __enter__(self) -> DirectWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> Path:

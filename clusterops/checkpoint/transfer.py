@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from awscrt import checksums
 
 from clusterops import checksum
 from clusterops.errors import ClusteropsError
-from clusterops.fsutil import start_writeback
+from clusterops.fsutil import DirectWriter, aligned_buffer, start_writeback
 from clusterops.s3 import raw_body
 
 MiB = 1 << 20
@@ -257,13 +257,15 @@ class Transfers:
 
     def _get_file(self, bucket: str, key: str, dest: str | os.PathLike[str], size: int, crc_hex: str) -> None:
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        writer = DirectWriter(fd, dest)
+        futures: list[Future] = []
         try:
             if size:
                 os.ftruncate(fd, size)
             ranges = [
                 (off, min(self.download_chunk, size - off)) for off in range(0, size, self.download_chunk)
             ]
-            futures = [self.io.submit(self._get_range, bucket, key, fd, off, n) for off, n in ranges]
+            futures = [self.io.submit(self._get_range, bucket, key, writer, off, n) for off, n in ranges]
             whole = 0
             for (_, n), fut in zip(ranges, futures, strict=True):
                 whole = checksums.combine_crc32c(whole, fut.result(), n)
@@ -271,9 +273,13 @@ class Transfers:
                 raise TransferError(f"s3://{bucket}/{key}: downloaded bytes fail CRC32C against the manifest")
             start_writeback(fd)
         finally:
+            for fut in futures:  # no range may still be writing when the descriptors close
+                fut.cancel()
+            wait(futures)
+            writer.close()
             os.close(fd)
 
-    def _get_range(self, bucket: str, key: str, fd: int, offset: int, length: int) -> int:
+    def _get_range(self, bucket: str, key: str, out: DirectWriter, offset: int, length: int) -> int:
         """Fetch [offset, offset+length) into fd; a body cut mid-stream resumes where it stopped."""
         import http.client
 
@@ -289,7 +295,7 @@ class Transfers:
 
         buf = getattr(self._local, "buf", None)
         if buf is None:
-            buf = self._local.buf = bytearray(READ_PIECE)
+            buf = self._local.buf = aligned_buffer(READ_PIECE)
         view = memoryview(buf)
         crc, done, attempt, done_at_last_cut = 0, 0, 0, -1
         while done < length:
@@ -312,8 +318,8 @@ class Transfers:
                             n = len(chunk)
                         if not n:
                             raise IncompleteReadError(actual_bytes=done, expected_bytes=length)
-                        os.pwrite(fd, chunk, offset + done)
-                        crc = checksums.crc32c(chunk, crc)
+                        crc = checksums.crc32c(chunk, crc)  # first, while the bytes are in cache
+                        out.pwrite(chunk, offset + done)
                         done += n
                         self.on_bytes(n)
                 finally:

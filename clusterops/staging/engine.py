@@ -29,7 +29,7 @@ from awscrt import checksums
 
 from clusterops import checksum
 from clusterops.errors import ClusteropsError
-from clusterops.fsutil import atomic_write_json, fsync_dir, sync_files
+from clusterops.fsutil import DirectWriter, aligned_buffer, atomic_write_json, fsync_dir, sync_files
 from clusterops.staging import state as st
 from clusterops.staging.manifest import FileEntry, Manifest
 from clusterops.staging.manifest import check_relpath as mf_check_relpath
@@ -214,7 +214,7 @@ class S3Source(Source):
     def read(self, entry: FileEntry, sink: Callable[[memoryview], None], buf: bytearray) -> None:
         from clusterops.staging.s3source import stream_object
 
-        stream_object(self.client, self.bucket, self.prefix + entry.path, entry.size, sink, chunk=len(buf))
+        stream_object(self.client, self.bucket, self.prefix + entry.path, entry.size, sink, buf)
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
@@ -485,7 +485,7 @@ class Stager:
 
         def work(entry: FileEntry) -> Any:
             if not hasattr(local, "buf"):
-                local.buf = bytearray(self.opts.buffer_bytes)
+                local.buf = aligned_buffer(self.opts.buffer_bytes)
             return fn(entry, local.buf)
 
         with ThreadPoolExecutor(max_workers=max(1, self.opts.workers)) as pool:
@@ -524,23 +524,24 @@ class Stager:
         target = _safe_target(self.dest, entry.path)
         tmp = self.tmpdir / f"{hashlib.sha1(entry.path.encode()).hexdigest()[:16]}.{os.getpid()}.part"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        writer = DirectWriter(fd, tmp)
         crc = 0
         written = 0
 
         def sink(view: memoryview) -> None:
+            """Bytes read from the source into this thread's aligned buffer: checksummed while the CPU's
+            cache still holds them (an O_DIRECT write leaves none there), then written."""
             self.bucket.take(len(view))
-            mv = view
-            while mv:
-                n = os.write(fd, mv)
-                mv = mv[n:]
-            account(view)
+            crc_after = checksums.crc32c(view, crc)
+            writer.pwrite(view, written)
+            account(view, crc_after)
 
-        def account(view: memoryview) -> None:
-            """Bytes now in the temp file: checksum them, report progress."""
+        def account(view: memoryview, crc_after: int | None = None) -> None:
+            """Bytes now in the temp file: checksum them (unless the caller did), report progress."""
             nonlocal crc, written
             if written + len(view) > entry.size:
                 raise _SizeMismatch(f"source is larger than the manifest's {entry.size} bytes")
-            crc = checksums.crc32c(view, crc)
+            crc = checksums.crc32c(view, crc) if crc_after is None else crc_after
             written += len(view)
             with self._lock:
                 self.state.bytes_copied += len(view)
@@ -567,6 +568,7 @@ class Stager:
             if checksum.to_hex(crc) != entry.crc32c:
                 return f"checksum mismatch: crc32c {checksum.to_hex(crc)}, manifest says {entry.crc32c}"
         finally:
+            writer.close()
             os.close(fd)
             if not (written == entry.size and checksum.to_hex(crc) == entry.crc32c):
                 tmp.unlink(missing_ok=True)

@@ -43,10 +43,15 @@ def stream_object(
     key: str,
     size: int,
     sink: Callable[[memoryview], None],
+    buf: Any = None,
     attempts: int = 8,
-    chunk: int = READ_CHUNK,
 ) -> int:
-    """Feed the object's bytes, in order, to `sink`; resume after a cut body. Returns bytes delivered."""
+    """Feed the object's bytes, in order, to `sink` as views of `buf` (a reused buffer; one of
+    READ_CHUNK bytes when None); resume after a cut body. Returns bytes delivered."""
+    if buf is None:
+        buf = bytearray(READ_CHUNK)
+    view = memoryview(buf)
+    chunk = len(buf)
     offset = 0
     failures = 0
     while True:
@@ -61,8 +66,6 @@ def stream_object(
                 if raw is not None:
                     # Straight from the socket into one reused buffer: botocore/urllib3's read(amt)
                     # copies every byte two more times, which is most of a download's CPU.
-                    buf = bytearray(chunk)
-                    view = memoryview(buf)
                     while n := raw.readinto(buf):
                         sink(view[:n])
                         offset += n
