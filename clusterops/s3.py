@@ -5,6 +5,7 @@ Imports boto3 lazily: the Slurm hook path must never pay for it.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +76,15 @@ def client(s3cfg: Any) -> Any:
         kwargs["aws_secret_access_key"] = s3cfg.secret_access_key
     session = botocore.session.get_session()  # a new session: the parser default below stays ours
     session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
-    return session.create_client("s3", **kwargs)
+    # Before loading a model, botocore confirms the service exists by listing every service's data
+    # directory (~900 listdir and ~2,700 stat calls, ~40 ms of each command's start). This session only
+    # ever builds an S3 client; a missing model still fails, in the version lookup that follows.
+    session.get_component("data_loader").list_available_services = lambda type_name: ["s3"]
+    s3 = session.create_client("s3", **kwargs)
+    # The service model and handlers just built live as long as the process. Frozen, the cyclic garbage
+    # collector stops walking them at every full collection (~7 % of a staging run's cycles in perf).
+    gc.freeze()
+    return s3
 
 
 def parse_timestamp(value: Any) -> Any:
