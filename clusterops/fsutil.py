@@ -118,12 +118,6 @@ class DirectWriter:
             self.direct = -1
         self.use_direct = False
 
-    def __enter__(self) -> DirectWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> Path:
     """Write `data` so that readers see either the old file or the whole new one, even after kill -9."""
