@@ -82,7 +82,8 @@ def client(s3cfg: Any) -> Any:
     session.get_component("data_loader").list_available_services = lambda type_name: ["s3"]
     s3 = session.create_client("s3", **kwargs)
     # The service model and handlers just built live as long as the process. Frozen, the cyclic garbage
-    # collector stops walking them at every full collection (~7 % of a staging run's cycles in perf).
+    # collector stops walking them at every full collection (perf, a 2 GiB staging run: the collector's
+    # share of cycles 6.8 % before, 3.2 % after, most of that now in the imports before this point).
     gc.freeze()
     return s3
 
