@@ -17,7 +17,6 @@ import platform
 import resource
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,16 +26,11 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+from benchlib import drop_caches, free_port, warm
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 BUCKET = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_data(root: Path, large: int, large_mib: int, small: int, small_mib: int) -> Path:
@@ -58,24 +52,11 @@ def _random_file(path: Path, size: int) -> None:
             f.write(i.to_bytes(8, "little") + block[8:])
 
 
-def warm(path: Path) -> None:
-    """Read every file once so the page cache serves every tool alike."""
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            with open(p, "rb") as f:
-                while f.read(8 << 20):
-                    pass
-
-
 def settle(*paths: Path) -> None:
     """The same page-cache state before every measured run: write back and drop the caches (as root),
     then read `paths` back in. Without it the state the previous run left behind moved a tool's system
     time by up to 2x (a 2 GiB pull: 1.1 vs 2.5 system s/GB in back-to-back runs)."""
-    subprocess.run(["sync"], check=True)
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    except OSError:
-        pass  # not root: caches stay as they are
+    drop_caches()  # not root: the caches stay as they are
     for path in paths:
         warm(path)
 

@@ -17,7 +17,6 @@ import os
 import platform
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,30 +26,13 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+from benchlib import drop_caches, free_port, warm
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 CLI = [sys.executable, "-m", "clusterops"]
 BUCKET = "bench"
 QUIET = "--only-show-errors"
-
-
-def drop_caches() -> bool:
-    subprocess.run(["sync"], check=True)
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return True
-    except OSError:
-        return False
-
-
-def warm(path: Path) -> None:
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            with open(p, "rb") as f:
-                while f.read(8 << 20):
-                    pass
 
 
 def make_shards(root: Path, files: int, mib: int) -> Path:
@@ -168,12 +150,6 @@ def bench(tools, dest: Path, repeats: int, env, gb: float, src: Path, server=Non
             results[name].append(r)
             print(f"  rep {rep + 1} {name}: {r['wall_s']:.2f}s ({gb / r['wall_s']:.3f} GB/s)", flush=True)
     return {"caches": "dropped" if dropped else "warm", "runs": results, "summary": {}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def print_table(title: str, summary: dict[str, dict[str, float]], ours: str, unit: str) -> None:
