@@ -524,7 +524,7 @@ class Stager:
         target = _safe_target(self.dest, entry.path)
         tmp = self.tmpdir / f"{hashlib.sha1(entry.path.encode()).hexdigest()[:16]}.{os.getpid()}.part"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        writer = DirectWriter(fd, tmp)
+        writer: DirectWriter | None = None  # only the read path writes from user space
         crc = 0
         written = 0
 
@@ -533,7 +533,7 @@ class Stager:
             cache still holds them (an O_DIRECT write leaves none there), then written."""
             self.bucket.take(len(view))
             crc_after = checksums.crc32c(view, crc)
-            writer.pwrite(view, written)
+            writer.pwrite(view, written)  # type: ignore[union-attr]  # set before the read starts
             account(view, crc_after)
 
         def account(view: memoryview, crc_after: int | None = None) -> None:
@@ -558,6 +558,7 @@ class Stager:
                 how = "copy_file_range"
                 if not self.source.copy_into(entry, fd, buf, account_capped):
                     how = "read"
+                    writer = DirectWriter(fd, tmp)
                     self.source.read(entry, sink, buf)
                 with self._lock:
                     self._copy_paths.add(how)
@@ -568,7 +569,8 @@ class Stager:
             if checksum.to_hex(crc) != entry.crc32c:
                 return f"checksum mismatch: crc32c {checksum.to_hex(crc)}, manifest says {entry.crc32c}"
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
             os.close(fd)
             if not (written == entry.size and checksum.to_hex(crc) == entry.crc32c):
                 tmp.unlink(missing_ok=True)
