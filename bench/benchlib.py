@@ -1,10 +1,13 @@
-"""What the benchmarks share: a free loopback port, and the page cache in the same state before each run."""
+"""What the benchmarks share: a free loopback port, the page cache in the same state before each run, and
+the machine's CPU counter."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 from pathlib import Path
+
+import psutil
 
 
 def free_port() -> int:
@@ -30,3 +33,11 @@ def warm(path: Path) -> None:
             with open(p, "rb") as f:
                 while f.read(8 << 20):
                     pass
+
+
+def machine_cpu_s() -> float:
+    """CPU-seconds the whole machine has been busy: every process, the kernel's own threads, interrupts.
+    Taken around a run, it also counts the work a tool leaves to the kernel, which the tool's rusage does
+    not show: writing back the page cache it dirtied (flusher threads), loopback network processing."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq
