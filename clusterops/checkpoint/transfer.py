@@ -253,7 +253,9 @@ class Transfers:
         TransferError unless every byte arrived and the whole file's CRC32C is `crc_hex`. The file's
         writeback is started but not awaited: the caller makes it durable (a pull syncs its whole temp
         directory once, with fsutil.sync_files, before the rename)."""
-        return self.files.submit(self._get_file, bucket, key, dest, size, crc_hex)
+        # A file of one range needs no coordinator: one io thread fetches it whole (as _put_small sends).
+        pool = self.io if size <= self.download_chunk else self.files
+        return pool.submit(self._get_file, bucket, key, dest, size, crc_hex)
 
     def _get_file(self, bucket: str, key: str, dest: str | os.PathLike[str], size: int, crc_hex: str) -> None:
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -265,10 +267,13 @@ class Transfers:
             ranges = [
                 (off, min(self.download_chunk, size - off)) for off in range(0, size, self.download_chunk)
             ]
-            futures = [self.io.submit(self._get_range, bucket, key, writer, off, n) for off, n in ranges]
-            whole = 0
-            for (_, n), fut in zip(ranges, futures, strict=True):
-                whole = checksums.combine_crc32c(whole, fut.result(), n)
+            if len(ranges) == 1:  # on an io thread already (see download)
+                whole = self._get_range(bucket, key, writer, 0, size)
+            else:
+                futures = [self.io.submit(self._get_range, bucket, key, writer, off, n) for off, n in ranges]
+                whole = 0
+                for (_, n), fut in zip(ranges, futures, strict=True):
+                    whole = checksums.combine_crc32c(whole, fut.result(), n)
             if checksum.to_hex(whole) != crc_hex:
                 raise TransferError(f"s3://{bucket}/{key}: downloaded bytes fail CRC32C against the manifest")
             start_writeback(fd)
