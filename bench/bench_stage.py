@@ -96,8 +96,13 @@ def ram_xfs(work: Path, size: int):
     try:
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(ram)], check=True)
         undo.append(["umount", str(ram)])
-        (ram / "disk.img").touch()
-        os.truncate(ram / "disk.img", size)
+        # Every page of the image allocated now: a first write to a block would otherwise also pay for
+        # tmpfs allocating and zeroing its page, and the first tool to run would be slowed by it.
+        fd = os.open(ram / "disk.img", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
         loop = subprocess.run(
             ["losetup", "--find", "--show", str(ram / "disk.img")], check=True, capture_output=True, text=True
         ).stdout.strip()
