@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import shutil
 import statistics
@@ -29,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-from benchlib import drop_caches, free_port, machine_cpu_s, warm
+from benchlib import drop_caches, free_port, run_measured, warm
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -62,30 +61,6 @@ def settle(*paths: Path) -> None:
     drop_caches()  # not root: the caches stay as they are
     for path in paths:
         warm(path)
-
-
-def run_measured(argv: list[str], env: dict[str, str], server: psutil.Process) -> dict[str, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    s0 = server.cpu_times()
-    m0 = machine_cpu_s()
-    t0 = time.perf_counter()
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
-    wall = time.perf_counter() - t0
-    m1 = machine_cpu_s()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    s1 = server.cpu_times()
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} exited {r.returncode}:\n{r.stderr[-2000:]}")
-    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
-    srv = (s1.user - s0.user) + (s1.system - s0.system)
-    return {
-        "wall_s": wall,
-        "client_cpu_s": user + system,
-        "client_user_s": user,
-        "client_sys_s": system,
-        "server_cpu_s": srv,
-        "client_side_cpu_s": (m1 - m0) - srv,
-    }
 
 
 def delete_prefix(client, prefix: str) -> None:
@@ -221,12 +196,14 @@ def main() -> None:
             for tool in tools:
                 prefix = f"{tool}-{rep}"
                 settle(src)  # push reads the checkpoint from the page cache
-                r = run_measured(commands(tool, "push", src, work / "D", prefix, endpoint), env, server)
+                push = commands(tool, "push", src, work / "D", prefix, endpoint)
+                r = run_measured(push, env, server, timeout=1800)
                 results[tool]["push"].append(r)
                 dest = work / f"D-{tool}-{rep}"
                 dest.mkdir()
                 settle(work / "moto-tmp")  # the server's copies of large objects, served from memory
-                r2 = run_measured(commands(tool, "pull", src, dest, prefix, endpoint), env, server)
+                pull = commands(tool, "pull", src, dest, prefix, endpoint)
+                r2 = run_measured(pull, env, server, timeout=1800)
                 results[tool]["pull"].append(r2)
                 pulled = dest / "step-1000"
                 same = (

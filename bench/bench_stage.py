@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-from benchlib import drop_caches, free_port, machine_cpu_s, warm
+from benchlib import drop_caches, free_port, run_measured, warm
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -51,30 +50,6 @@ def make_shards(root: Path, files: int, mib: int) -> Path:
             for j in range(mib):
                 f.write((i * 100003 + j).to_bytes(8, "little") + block[8:])
     return root
-
-
-def timed(argv: list[str], env: dict[str, str], server: psutil.Process | None = None) -> dict[str, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    s0 = server.cpu_times() if server else None
-    m0 = machine_cpu_s()
-    t0 = time.perf_counter()
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=3600, cwd=REPO)
-    wall = time.perf_counter() - t0
-    m1 = machine_cpu_s()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} exited {r.returncode}:\n{r.stderr[-2000:]}")
-    out = {
-        "wall_s": wall,
-        "client_cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        # The whole machine's busy CPU less the server's: also what the tool left to the kernel (writeback).
-        "client_side_cpu_s": m1 - m0,
-    }
-    if server and s0:
-        s1 = server.cpu_times()
-        out["server_cpu_s"] = (s1.user - s0.user) + (s1.system - s0.system)
-        out["client_side_cpu_s"] -= out["server_cpu_s"]
-    return out
 
 
 @contextlib.contextmanager
@@ -155,7 +130,7 @@ def s3_tools(manifest: Path, dest: Path, endpoint: str) -> dict[str, list[list[s
 def run_tool(cmds: list[list[str]], env, server=None) -> dict[str, float]:
     total: dict[str, float] = {}
     for argv in cmds:
-        for k, v in timed(argv, env, server).items():
+        for k, v in run_measured(argv, env, server, cwd=REPO).items():
             total[k] = total.get(k, 0.0) + v
     return total
 
@@ -272,35 +247,28 @@ def main() -> None:
             ).stdout.splitlines()[0],
         }
 
-        if not args.skip_dir:
-            print("directory -> local disk (the source's own disk)", flush=True)
-            d = bench(dir_tools(src, work / "dest", manifest), work / "dest", args.repeats, env, gb, src)
-            d["summary"] = {k: summarize(v, gb) for k, v in d["runs"].items()}
-            report["dir"] = d
+        def dir_part(dest: Path, title: str) -> dict:
+            print(title, flush=True)
+            part = bench(dir_tools(src, dest, manifest), dest, args.repeats, env, gb, src)
+            part["summary"] = {k: summarize(v, gb) for k, v in part["runs"].items()}
             print_table(
-                f"directory -> the source's disk ({d['caches']} caches), GB/s",
-                d["summary"],
+                f"{title} ({part['caches']} caches), GB/s",
+                part["summary"],
                 "clusterops stage run (verified, fsync)",
                 "GB/s",
             )
+            return part
+
+        if not args.skip_dir:
+            report["dir"] = dir_part(work / "dest", "directory -> the source's own disk")
             # XFS needs room beyond the data for its log and metadata.
             with ram_xfs(work, total + total // 4 + (256 << 20)) as fast:
                 if isinstance(fast, str):
                     print(f"fast destination skipped: {fast}", flush=True)
                     report["dir_fast"] = {"skipped": fast}
                 else:
-                    print("directory -> fast local filesystem (XFS on a RAM-backed loop device)", flush=True)
-                    dest = fast / "dest"
-                    f = bench(dir_tools(src, dest, manifest), dest, args.repeats, env, gb, src)
-                    f["summary"] = {k: summarize(v, gb) for k, v in f["runs"].items()}
-                    f["destination"] = "XFS on a loop device over a tmpfs file"
-                    report["dir_fast"] = f
-                    print_table(
-                        f"directory -> fast local XFS ({f['caches']} caches), GB/s",
-                        f["summary"],
-                        "clusterops stage run (verified, fsync)",
-                        "GB/s",
-                    )
+                    title = "directory -> fast local filesystem (XFS on a RAM-backed loop device)"
+                    report["dir_fast"] = dir_part(fast / "dest", title)
 
         if not args.skip_s3:
             import boto3
