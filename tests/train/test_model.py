@@ -14,18 +14,25 @@ def tiny(seed: int = 0) -> Transformer:
 
 
 def test_tiny_model_overfits_one_batch():
+    """The model can fit one batch. At lr 3e-3 AdamW descends smoothly: across 8 seeds, 1 or 2 threads and
+    1e-6 or 1e-4 noise on the init, the loss after 60 steps was 0.056-0.078 and the last ten steps never
+    rose above 0.14, so the bounds below hold with a 3x+ margin however the CPU rounds. (At lr 2e-2 it
+    oscillated: 1e-6 of init noise moved the final loss from 0.015 to 0.24, and another CPU saw 0.57.)"""
     model = tiny()
     tokens = torch.randint(3, 256, (2, 33), generator=torch.Generator().manual_seed(1))
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-2)
-    first = None
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
     for _ in range(60):
         loss = loss_fn(model(tokens[:, :-1]), tokens[:, 1:])
-        first = first if first is not None else loss.item()
+        losses.append(loss.item())
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert first > 5.0  # ~ln(256) at init
-    assert loss.item() < 0.3
+    with torch.no_grad():
+        final = loss_fn(model(tokens[:, :-1]), tokens[:, 1:]).item()
+    assert losses[0] > 5.0  # ~ln(256) at init: nothing is learnt before training
+    assert final < 0.5, losses  # fitted: far below ln(256), 6x above the worst measured
+    assert max(losses[-10:]) < 0.5, losses  # and settled there, not passing through on an oscillation
 
 
 def test_changing_one_document_leaves_the_other_documents_logits_unchanged():
