@@ -96,24 +96,32 @@ class Result:
 class TokenBucket:
     """A shared byte-rate cap across all copy threads (so 48 nodes don't flatten the shared filesystem)."""
 
-    def __init__(self, rate: float, burst: float | None = None):
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.rate = float(rate)
         self.capacity = burst if burst is not None else max(self.rate * 0.25, 1 << 20)
         self.tokens = self.capacity
-        self.last = time.monotonic()
+        self._clock = clock  # a parameter so the cap can be checked against a clock, not a machine's speed
+        self._sleep = sleep
+        self.last = clock()
         self.lock = threading.Lock()
 
     def take(self, n: int) -> None:
         if self.rate <= 0:
             return
         with self.lock:
-            now = time.monotonic()
+            now = self._clock()
             self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
             self.last = now
             self.tokens -= n
             wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
         if wait > 0:
-            time.sleep(wait)
+            self._sleep(wait)
 
 
 class Source:
