@@ -53,6 +53,7 @@ class SlurmSection:
     conf: str = ""  # slurm.conf; empty: SLURM_CONF, then /etc/slurm/slurm.conf
     timeout_s: float = 15.0
     partition: str = ""
+    bin_dir: str = ""  # where sinfo/scontrol/... live; empty: PATH
 
 
 @dataclass

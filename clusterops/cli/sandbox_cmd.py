@@ -35,6 +35,12 @@ def up(
         "auto", "--mode", help="netns (own hostname and address per node), ports, or auto."
     ),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for every node to be idle."),
+    slurm: str = typer.Option(
+        "24.11", "--slurm", help="24.11 (Debian 13 root built by `make install`) or 22.05 (host packages)."
+    ),
+    slurm_root: str = typer.Option(
+        "", "--slurm-root", help="The Debian 13 root for 24.11 (default /var/cache/clusterops/slurm-24.11)."
+    ),
 ) -> None:
     """Start munged, slurmctld, N slurmd and an S3 endpoint; print the `export` lines a shell needs.
 
@@ -42,13 +48,29 @@ def up(
     """
     sb = _sandbox(root)
     started = time.monotonic()
-    state = sb.up(nodes=nodes, mode=mode, timeout=timeout, progress=_say)
+    state = sb.up(
+        nodes=nodes, mode=mode, timeout=timeout, progress=_say, slurm=slurm, sysroot_path=slurm_root
+    )
     _say(
-        f"sandbox: {len(state.nodes)} nodes idle in {time.monotonic() - started:.1f}s ({state.mode} mode); "
-        f"S3 at {state.endpoint_url}"
+        f"sandbox: {len(state.nodes)} nodes idle in {time.monotonic() - started:.1f}s "
+        f"(Slurm {sb.slurm_version()}, {state.mode} mode); S3 at {state.endpoint_url}"
     )
     for name, value in sb.exports(state).items():
         print(f"export {name}={shlex.quote(value)}")
+
+
+@app.command("build-root")
+def build_root(
+    path: str = typer.Option(
+        "", "--path", help="Where to build (default /var/cache/clusterops/slurm-24.11)."
+    ),
+    mirror: str = typer.Option("", "--mirror", help="Debian mirror (default: the one apt uses)."),
+) -> None:
+    """Build the Debian 13 root that runs Slurm 24.11, once (debootstrap); a built root is reused."""
+    from clusterops.sandbox import sysroot
+
+    root = sysroot.build(Path(path) if path else sysroot.DEFAULT_ROOT, mirror, progress=_say)
+    print(f"{root.path} Slurm {root.slurm_version()}")
 
 
 @app.command("status")
@@ -61,6 +83,7 @@ def status(root: str = ROOT_OPTION, as_json: bool = JSON_OPTION) -> None:
     from rich.table import Table
 
     out = console()
+    out.print(f"slurm      {info['slurm_version']} ({info['slurm_runtime']})")
     for part in ("slurmctld", "munged", "s3"):
         p = info[part]
         out.print(

@@ -40,7 +40,7 @@ def reason_for(report: Report, prefix: str) -> str:
 def client(cfg: config_mod.Config):
     from clusterops.slurm import SlurmClient
 
-    return SlurmClient(cfg.slurm.conf, cfg.slurm.timeout_s, backend="command")
+    return SlurmClient(cfg.slurm.conf, cfg.slurm.timeout_s, backend="command", bin_dir=cfg.slurm.bin_dir)
 
 
 def node_view(slurm, node: str) -> NodeView:

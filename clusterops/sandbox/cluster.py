@@ -24,14 +24,27 @@ from typing import Any
 import psutil
 
 from clusterops import config as config_mod
+from clusterops import proc
 from clusterops.errors import ClusteropsError, UsageError
 from clusterops.fsutil import atomic_write_json, atomic_write_text
-from clusterops.sandbox import net
-from clusterops.sandbox.files import S3_KEY, Layout, NodeSpec, clusterops_conf, slurm_conf, write_hooks
+from clusterops.sandbox import net, sysroot
+from clusterops.sandbox.files import (
+    S3_KEY,
+    Layout,
+    NodeSpec,
+    cgroup_conf,
+    clusterops_conf,
+    hosts_file,
+    slurm_conf,
+    write_hooks,
+)
 
 MUNGED = "/usr/sbin/munged"
 SLURMCTLD = "/usr/sbin/slurmctld"
 SLURMD = "/usr/sbin/slurmd"
+# The host's own packages (Debian 12), or Slurm 24.11 from the Debian 13 root (sysroot.py).
+VERSIONS = ("24.11", "22.05")
+DEFAULT_VERSION = "24.11"
 
 
 class SandboxError(ClusteropsError):
@@ -62,6 +75,9 @@ class State:
     nodes: list[NodeState] = field(default_factory=list)
     slurmd_timeout: int = 2
     message_timeout: int = 5
+    slurm: str = "22.05"  # 22.05: the host's packages; 24.11: the Debian 13 root below
+    sysroot: str = ""
+    holder_pid: int = 0  # the process holding the 24.11 mount namespace
 
     @property
     def endpoint_url(self) -> str:
@@ -146,10 +162,13 @@ class Sandbox:
         memory_mb: int = 2048,
         timeout: float = 60.0,
         progress=None,
+        slurm: str = DEFAULT_VERSION,
+        sysroot_path: str | os.PathLike[str] = "",
     ) -> State:
         """Bring the sandbox up, or complete it if some of it is already up. Idempotent."""
         say = progress or (lambda msg: None)
-        self._preflight()
+        if slurm not in VERSIONS:
+            raise UsageError(f"--slurm {slurm}: must be one of {', '.join(VERSIONS)}")
         if not 1 <= nodes <= 64:
             raise UsageError(f"--nodes {nodes}: must be between 1 and 64")
         state = State.load(self.layout.state_file)
@@ -158,10 +177,18 @@ class Sandbox:
                 f"{self.root} already holds a {len(state.nodes)}-node sandbox; "
                 "`clusterops sandbox down` it first to change the node count"
             )
+        if state is not None and state.slurm != slurm:
+            raise UsageError(
+                f"{self.root} already holds a Slurm {state.slurm} sandbox; "
+                f"`clusterops sandbox down` it first to run Slurm {slurm}"
+            )
+        root = sysroot.Sysroot(Path(sysroot_path or (state.sysroot if state else "") or sysroot.DEFAULT_ROOT))
+        self._preflight(slurm, root)
         if state is None:
-            state = self._new_state(nodes, mode, cpus, memory_mb)
-            say(f"sandbox: new {nodes}-node cluster in {self.root} ({state.mode} mode)")
+            state = self._new_state(nodes, mode, cpus, memory_mb, slurm, root)
+            say(f"sandbox: new {nodes}-node Slurm {slurm} cluster in {self.root} ({state.mode} mode)")
         self._save(state)
+        self._start_holder(state)
         self._start_munged(state)
         if state.mode == "netns":
             net.ensure_bridge(self.plan)
@@ -181,7 +208,11 @@ class Sandbox:
         return state
 
     def exports(self, state: State) -> dict[str, str]:
+        bin_dir = str(self.layout.slurm_bin)
+        path = [p for p in os.environ.get("PATH", os.defpath).split(":") if p and p != bin_dir]
         return {
+            # The sandbox's own Slurm commands first, so sinfo and scontrol talk to its controller.
+            "PATH": ":".join([bin_dir, *path]),
             "SLURM_CONF": str(self.layout.slurm_conf),
             "CLUSTEROPS_CONFIG": str(self.layout.clusterops_conf),
             "AWS_ENDPOINT_URL": state.endpoint_url,
@@ -217,6 +248,12 @@ class Sandbox:
         return {
             "root": str(self.root),
             "mode": state.mode,
+            "slurm_version": self.slurm_version(),
+            "slurm_runtime": (
+                f"Debian 13 root {state.sysroot}, mount namespace of pid {state.holder_pid}"
+                if state.slurm != "22.05"
+                else "host packages"
+            ),
             "slurmctld": {"pid": state.slurmctld_pid, "running": _alive(state.slurmctld_pid, "slurmctld")},
             "munged": {"pid": state.munged_pid, "running": _alive(state.munged_pid, "munged")},
             "s3": {
@@ -241,6 +278,7 @@ class Sandbox:
                 (state.slurmctld_pid, "slurmctld"),
                 (state.s3_pid, "moto"),
                 (state.munged_pid, "munged"),
+                (state.holder_pid, "sleep"),
             ):
                 if _alive(pid, needle):
                     _kill(pid, needle)
@@ -249,6 +287,13 @@ class Sandbox:
                 for node in state.nodes:
                     net.delete_node(self.plan, node.index)
                 net.delete_bridge(self.plan)
+        mounted = sysroot.mounts_under(self.root)
+        if mounted:
+            # Nothing of ours mounts on the host; whatever this is, deleting through it is not ours to do.
+            raise SandboxError(
+                f"processes stopped, but {self.root} has mounts below it ({', '.join(mounted[:5])}); "
+                "unmount them, then run `sandbox down` again"
+            )
         for path in self.layout.owned:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
@@ -331,16 +376,44 @@ class Sandbox:
     def _client(self):
         from clusterops.slurm import SlurmClient
 
-        return SlurmClient(self.layout.slurm_conf, timeout=10, backend="command")
+        return SlurmClient(
+            self.layout.slurm_conf, timeout=10, backend="command", bin_dir=self.layout.slurm_bin
+        )
 
-    def _preflight(self) -> None:
+    def client(self, timeout: float = 15.0):
+        """A SlurmClient for this sandbox's controller, running the sandbox's own Slurm commands."""
+        from clusterops.slurm import SlurmClient
+
+        return SlurmClient(self.layout.slurm_conf, timeout=timeout, bin_dir=self.layout.slurm_bin)
+
+    def slurm_version(self) -> str:
+        """The release the sandbox's Slurm commands report (`sinfo -V`), measured now."""
+        try:
+            out = proc.run([str(self.layout.slurm_bin / "sinfo"), "-V"], timeout=10, env=self._daemon_env())
+        except proc.CommandError as e:
+            return f"unknown ({e})"
+        return out.stdout.strip().split()[-1] if out.stdout.strip() else "unknown"
+
+    def _preflight(self, slurm: str, root: sysroot.Sysroot) -> None:
         if os.geteuid() != 0:
             raise UsageError("sandbox up must run as root (it starts slurmd and creates network namespaces)")
-        missing = [p for p in (MUNGED, SLURMCTLD, SLURMD) if not Path(p).exists()]
-        if missing:
-            raise UsageError(f"{', '.join(missing)} not found: install slurm-wlm and munge (`make install`)")
+        if slurm == "22.05":
+            missing = [p for p in (MUNGED, SLURMCTLD, SLURMD) if not Path(p).exists()]
+            if missing:
+                raise UsageError(
+                    f"{', '.join(missing)} not found: install slurm-wlm and munge (`make install`)"
+                )
+            return
+        root.require()
+        if not root.slurm_version().startswith(slurm):
+            raise UsageError(f"{root.path} holds Slurm {root.slurm_version()}, not {slurm}")
+        for tool in ("unshare", "nsenter"):
+            if not shutil.which(tool):
+                raise UsageError(f"{tool} not found: install util-linux")
 
-    def _new_state(self, nodes: int, mode: str, cpus: int, memory_mb: int) -> State:
+    def _new_state(
+        self, nodes: int, mode: str, cpus: int, memory_mb: int, slurm: str, root: sysroot.Sysroot
+    ) -> State:
         if mode not in ("auto", "netns", "ports"):
             raise UsageError(f"--mode {mode}: must be auto, netns or ports")
         if mode == "auto":
@@ -366,6 +439,8 @@ class Sandbox:
             s3_port=_free_port(ctld_addr),
             bridge=self.plan.bridge if mode == "netns" else "",
             nodes=node_states,
+            slurm=slurm,
+            sysroot=str(root.path) if slurm != "22.05" else "",
         )
         specs = [NodeSpec(n.name, n.addr, n.port, cpus, memory_mb) for n in node_states]
         for sub in (self.layout.etc, self.layout.ctld / "state", self.layout.s3):
@@ -383,7 +458,14 @@ class Sandbox:
                 state.slurmd_timeout,
                 state.message_timeout,
                 mode == "ports",
+                slurm,
             ),
+        )
+        if slurm != "22.05":
+            atomic_write_text(self.layout.etc / "cgroup.conf", cgroup_conf())
+        atomic_write_text(
+            self.layout.hosts,
+            hosts_file(socket.gethostname().split(".")[0], ctld_addr, specs, mode == "ports"),
         )
         cfg = clusterops_conf(self.layout, state.endpoint_url)
         atomic_write_text(self.layout.clusterops_conf, config_mod.dumps_toml(cfg), mode=0o600)
@@ -413,7 +495,8 @@ class Sandbox:
         socket_path = d / "munge.socket"
         for stale in (socket_path, Path(f"{socket_path}.lock")):
             stale.unlink(missing_ok=True)
-        state.munged_pid = _spawn(
+        state.munged_pid = self._spawn_slurm(
+            state,
             [
                 MUNGED,
                 "--foreground",
@@ -428,7 +511,7 @@ class Sandbox:
             user="munge",
         )
         self._save(state)
-        self._wait_path(socket_path, 10, "munged socket")
+        self._wait_path(socket_path, 10, "munged socket", state.munged_pid, d / "munged.log", "munged")
 
     def _start_s3(self, state: State) -> None:
         if _alive(state.s3_pid, "moto"):
@@ -470,7 +553,8 @@ class Sandbox:
     def _start_slurmctld(self, state: State) -> None:
         if _alive(state.slurmctld_pid, "slurmctld"):
             return
-        state.slurmctld_pid = _spawn(
+        state.slurmctld_pid = self._spawn_slurm(
+            state,
             [SLURMCTLD, "-D", "-i", "-f", str(self.layout.slurm_conf)],
             self.layout.ctld / "slurmctld.out",
             self._daemon_env(),
@@ -484,8 +568,12 @@ class Sandbox:
         argv = [SLURMD, "-D", "-N", node.name, "-f", str(self.layout.slurm_conf)]
         if state.mode == "netns":
             net.ensure_node(self.plan, node.index)
-            argv = net.enter_argv(self.plan, node.index, node.name, argv)
-        node.pid = _spawn(argv, log, self._daemon_env())
+            mount_ns = f"/proc/{state.holder_pid}/ns/mnt" if state.slurm != "22.05" else ""
+            node.pid = _spawn(
+                net.enter_argv(self.plan, node.index, node.name, argv, mount_ns), log, self._daemon_env()
+            )
+        else:
+            node.pid = self._spawn_slurm(state, argv, log, self._daemon_env())
         self._save(state)
 
     def _stop_node(self, state: State, node: NodeState) -> list[str]:
@@ -519,14 +607,79 @@ class Sandbox:
                 return n
         raise UsageError(f"node {name!r}: not in this sandbox ({', '.join(n.name for n in state.nodes)})")
 
+    def _start_holder(self, state: State) -> None:
+        """Slurm 24.11: the process whose private mount namespace shows the Debian 13 root's /usr."""
+        if state.slurm == "22.05":
+            sysroot.write_wrappers(self.layout.slurm_bin, None)
+            return
+        if _alive(state.holder_pid, "sleep") and sysroot.in_namespace(state.holder_pid):
+            sysroot.write_wrappers(self.layout.slurm_bin, state.holder_pid)
+            return
+        host_usr = self.layout.run / "host-usr"
+        host_usr.mkdir(parents=True, exist_ok=True)
+        argv = sysroot.holder_argv(sysroot.Sysroot(Path(state.sysroot)), self.layout.hosts, host_usr)
+        log = self.layout.run / "holder.out"
+        state.holder_pid = _spawn(argv, log)
+        self._save(state)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if _alive(state.holder_pid, "sleep") and sysroot.in_namespace(state.holder_pid):
+                break
+            if not psutil.pid_exists(state.holder_pid) or _zombie(state.holder_pid):
+                raise SandboxError(f"Slurm 24.11 namespace could not be set up: {_last_line(log)}")
+            time.sleep(0.05)
+        else:
+            raise SandboxError(f"Slurm 24.11 namespace not ready within 10s (see {log})")
+        sysroot.write_wrappers(self.layout.slurm_bin, state.holder_pid)
+
+    def _spawn_slurm(
+        self,
+        state: State,
+        argv: list[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+    ) -> int:
+        """Start one of Slurm's (or munge's) daemons from the host's packages or inside the 24.11 root."""
+        if state.slurm == "22.05":
+            return _spawn(argv, log, env, user=user)
+        return _spawn(sysroot.enter_argv(state.holder_pid, argv, user=user, wd="/"), log, env)
+
     @staticmethod
-    def _wait_path(path: Path, timeout: float, what: str) -> None:
+    def _wait_path(
+        path: Path, timeout: float, what: str, pid: int = 0, daemon_log: Path | None = None, needle: str = ""
+    ) -> None:
+        """Wait for a daemon's file; a daemon that died says why in its own words, not as a timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if path.exists():
                 return
+            if pid and _zombie(pid):  # gone (its cmdline may not name it yet right after the fork)
+                why = _last_line(daemon_log) if daemon_log else ""
+                raise SandboxError(
+                    f"{needle or what} exited at start: {why or 'no log line'} (log: {daemon_log})"
+                )
             time.sleep(0.05)
-        raise SandboxError(f"{what} {path} did not appear within {timeout:g}s")
+        why = _last_line(daemon_log) if daemon_log else ""
+        raise SandboxError(
+            f"{what} {path} did not appear within {timeout:g}s" + (f"; its log says: {why}" if why else "")
+        )
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _last_line(path: Path | None) -> str:
+    """The last non-empty line of a daemon's log: its own words for why it stopped."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except (OSError, AttributeError):
+        return ""
+    return lines[-1][-300:] if lines else ""
 
 
 def _proc_or_none(pid: int):

@@ -42,6 +42,20 @@ class Layout:
         return self.root / "bin"
 
     @property
+    def slurm_bin(self) -> Path:
+        """Wrappers for the sandbox's own Slurm commands (first on the exported PATH)."""
+        return self.bin / "slurm"
+
+    @property
+    def hosts(self) -> Path:
+        """/etc/hosts as the sandbox's Slurm 24.11 namespace sees it: node and controller names."""
+        return self.etc / "hosts"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
     def ctld(self) -> Path:
         return self.root / "ctld"
 
@@ -63,7 +77,7 @@ class Layout:
     # Everything `down` removes; nothing else under root is ours.
     @property
     def owned(self) -> list[Path]:
-        return [self.state_file, self.etc, self.bin, self.ctld, self.munge, self.s3, self.nodes]
+        return [self.state_file, self.etc, self.bin, self.ctld, self.munge, self.s3, self.nodes, self.run]
 
 
 @dataclass
@@ -83,6 +97,7 @@ def slurm_conf(
     slurmd_timeout: int,
     message_timeout: int,
     ports_mode: bool,
+    slurm: str = "22.05",
 ) -> str:
     r = layout.root
     lines = [
@@ -109,7 +124,8 @@ def slurm_conf(
         "JobCompType=jobcomp/none",
         "MpiDefault=none",
         "MailProg=/bin/true",
-        "SwitchType=switch/none",
+        # 23.02+ dropped the switch/none plugin (no SwitchType means none); 22.05 still names it.
+        *(["SwitchType=switch/none"] if slurm == "22.05" else []),
         "SlurmdParameters=config_overrides",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_CPU",
@@ -140,6 +156,28 @@ def slurm_conf(
     return "\n".join(lines) + "\n"
 
 
+def cgroup_conf() -> str:
+    # No systemd and no cgroup delegation here: Slurm 23.02+ needs this said, or slurmd will not start.
+    return "# Written by `clusterops sandbox up`.\nCgroupPlugin=disabled\n"
+
+
+def hosts_file(ctld_name: str, ctld_addr: str, nodes: list[NodeSpec], ports_mode: bool) -> str:
+    """The host's /etc/hosts plus every node's and the controller's name: Slurm 24.11 resolves them
+    (without it every command retries getaddrinfo and gives up)."""
+    try:
+        base = Path("/etc/hosts").read_text()
+    except OSError:
+        base = "127.0.0.1 localhost\n"
+    lines = [base.rstrip("\n"), "# clusterops sandbox"]
+    if ports_mode:
+        lines.append("127.0.0.1 " + " ".join(n.name for n in nodes))
+    else:
+        lines += [f"{n.addr} {n.name}" for n in nodes]
+    if ctld_name not in base.split():
+        lines.append(f"{ctld_addr} {ctld_name}")
+    return "\n".join(lines) + "\n"
+
+
 def clusterops_conf(layout: Layout, endpoint_url: str) -> config_mod.Config:
     cfg = config_mod.Config()
     cfg.cluster.name = "sandbox"
@@ -150,6 +188,7 @@ def clusterops_conf(layout: Layout, endpoint_url: str) -> config_mod.Config:
     cfg.paths.log_dir = f"{node_dir}/log"
     cfg.paths.textfile_dir = f"{node_dir}/textfile"
     cfg.slurm.conf = str(layout.slurm_conf)
+    cfg.slurm.bin_dir = str(layout.slurm_bin)
     cfg.s3.endpoint_url = endpoint_url
     cfg.s3.bucket = BUCKET
     cfg.s3.access_key_id = S3_KEY

@@ -129,14 +129,16 @@ def delete_bridge(plan: Plan) -> None:
         proc.run(["ip", "link", "del", plan.bridge], timeout=10, check=False)
 
 
-def enter_argv(plan: Plan, index: int, hostname: str, argv: list[str]) -> list[str]:
-    """argv that runs `argv` inside node `index`'s network namespace with its own hostname.
+def enter_argv(plan: Plan, index: int, hostname: str, argv: list[str], mount_ns: str = "") -> list[str]:
+    """argv that runs `argv` inside node `index`'s network namespace with its own hostname (and, for
+    Slurm 24.11, inside the mount namespace that holds its root: `mount_ns` is a /proc/PID/ns/mnt).
 
     nsenter and unshare exec in place, so the pid of this command is the pid of `argv` itself.
     """
     return [
         "nsenter",
         f"--net={NETNS_DIR / plan.netns(index)}",
+        *([f"--mount={mount_ns}"] if mount_ns else []),
         "--",
         "unshare",
         "--uts",

@@ -49,16 +49,20 @@ def _check_reason(reason: str) -> str:
 
 class SlurmClient:
     def __init__(
-        self, conf: str | os.PathLike[str] = "", timeout: float = 15.0, backend: str = "auto"
+        self,
+        conf: str | os.PathLike[str] = "",
+        timeout: float = 15.0,
+        backend: str = "auto",
+        bin_dir: str | os.PathLike[str] = "",
     ) -> None:
         self.conf = find_conf(str(conf))
         self.timeout = timeout
-        self.cmd = CommandBackend(self.conf, timeout)
+        self.cmd = CommandBackend(self.conf, timeout, bin_dir)
         self.backend = self._pick_backend(backend)
 
     @classmethod
     def from_config(cls, cfg) -> SlurmClient:
-        return cls(cfg.slurm.conf, cfg.slurm.timeout_s, cfg.slurm.backend)
+        return cls(cfg.slurm.conf, cfg.slurm.timeout_s, cfg.slurm.backend, cfg.slurm.bin_dir)
 
     def _pick_backend(self, choice: str):
         if choice not in ("auto", "command", "pyslurm"):

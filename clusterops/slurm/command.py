@@ -1,31 +1,43 @@
-"""The default Slurm backend: run sinfo/squeue --json and scontrol with timeouts, parse what they print.
+"""The default Slurm backend: run sinfo/squeue/scontrol with timeouts; normalize.py reads what they print.
 
-Written against Slurm 22.05 (Debian 12): `sinfo --json` and `squeue --json` speak openapi v0.0.38 and
-ignore filters, and `scontrol show ... -o` prints one `Key=Value` line per record.
+Which commands it runs depends on the Slurm version, read once per backend from `sinfo -V` (no RPC):
+- 22.05: `sinfo --json`, `squeue --json` (both ignore filters, so `job(id)` reads the whole list, still
+  one RPC) and `scontrol show reservation -o` (22.05's scontrol has no --json).
+- 23.02 and later: `scontrol --json show nodes` (one record per node), `squeue --json --states=all`
+  (finished jobs still within MinJobAge too, as 22.05 lists them), `scontrol --json show job ID` for one
+  job (it also knows finished jobs, and an unknown id is an empty list), and
+  `scontrol --json show reservations`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from clusterops import proc
-from clusterops.errors import ClusteropsError
-from clusterops.slurm import hostlist
+from clusterops.slurm.normalize import (
+    SlurmError,
+    SlurmUnavailable,
+    parse_jobs,
+    parse_kv_line,
+    parse_nodes,
+    parse_reservations,
+    parse_version,
+)
 from clusterops.slurm.records import Job, Node, Reservation
 
-
-class SlurmError(ClusteropsError):
-    """Slurm refused an operation or answered with something we cannot read."""
-
-
-class SlurmUnavailable(SlurmError):
-    """The controller did not answer within the timeout, or is down."""
-
+__all__ = [
+    "CommandBackend",
+    "SlurmError",
+    "SlurmUnavailable",
+    "parse_jobs",
+    "parse_kv_line",
+    "parse_nodes",
+    "parse_reservations",
+]
 
 _UNREACHABLE = (
     "unable to contact slurm controller",
@@ -35,101 +47,10 @@ _UNREACHABLE = (
     "communication connection failure",
     "zero bytes were transmitted",
 )
-
-
-def parse_nodes(payload: dict[str, Any]) -> list[Node]:
-    _raise_errors(payload, "sinfo")
-    nodes = []
-    for n in payload.get("nodes", []):
-        state = str(n.get("state", "unknown")).lower()
-        flags = [str(f).upper() for f in n.get("state_flags", [])]
-        nodes.append(
-            Node(
-                name=n["name"],
-                state=state,
-                flags=flags,
-                reason=n.get("reason", "") or "",
-                partitions=list(n.get("partitions", []) or []),
-                features=_split_csv(n.get("active_features") or n.get("features")),
-                address=n.get("address", "") or "",
-                cpus=int(n.get("cpus", 0) or 0),
-                extra=n.get("extra", "") or "",
-            )
-        )
-    return nodes
-
-
-def parse_jobs(payload: dict[str, Any]) -> list[Job]:
-    _raise_errors(payload, "squeue")
-    jobs = []
-    for j in payload.get("jobs", []):
-        nodes = j.get("nodes", "") or ""
-        exit_code = j.get("exit_code")
-        if isinstance(exit_code, dict):  # newer Slurm: {"status": ..., "return_code": N}
-            exit_code = exit_code.get("return_code")
-        jobs.append(
-            Job(
-                job_id=int(j["job_id"]),
-                name=j.get("name", "") or "",
-                state=str(j.get("job_state", "UNKNOWN")).upper(),
-                nodes=hostlist.expand(nodes) if nodes else [],
-                reason=j.get("state_reason", "") or "",
-                restart_count=int(j.get("restart_cnt", 0) or 0),
-                partition=j.get("partition", "") or "",
-                reservation=j.get("resv_name", "") or "",
-                user=j.get("user_name", "") or "",
-                exit_code=int(exit_code) if isinstance(exit_code, int) else None,
-                node_count=int(j.get("node_count", 0) or 0),
-            )
-        )
-    return jobs
-
-
-def parse_kv_line(line: str) -> dict[str, str]:
-    """One `scontrol show -o` record. Values may contain spaces only in the trailing free-text keys."""
-    out: dict[str, str] = {}
-    for m in re.finditer(r"(\S+?)=(.*?)(?=\s+\S+?=|$)", line.strip()):
-        out[m.group(1)] = m.group(2).strip()
-    return out
-
-
-def parse_reservations(text: str) -> list[Reservation]:
-    out = []
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("No reservations"):
-            continue
-        kv = parse_kv_line(line)
-        if "ReservationName" not in kv:
-            continue
-        nodes = kv.get("Nodes", "")
-        out.append(
-            Reservation(
-                name=kv["ReservationName"],
-                nodes=hostlist.expand(nodes) if nodes and nodes != "(null)" else [],
-                start=kv.get("StartTime", ""),
-                end=kv.get("EndTime", ""),
-                users=_split_csv(kv.get("Users")),
-                flags=_split_csv(kv.get("Flags")),
-                state=kv.get("State", ""),
-            )
-        )
-    return out
-
-
-def _split_csv(value: Any) -> list[str]:
-    if not value or value == "(null)":
-        return []
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return [v for v in str(value).split(",") if v]
-
-
-def _raise_errors(payload: dict[str, Any], what: str) -> None:
-    errors = payload.get("errors") or []
-    if errors:
-        first = errors[0]
-        text = first.get("error", first) if isinstance(first, dict) else first
-        raise SlurmError(f"{what} --json reported: {text}")
+# Answers that name a missing object; they start with "slurm_load_..." too but are not an outage.
+_NOT_FOUND = ("invalid job id specified", "invalid node name specified", "reservation not found")
+# The first release whose scontrol has --json (data_parser/v0.0.39).
+_SCONTROL_JSON = (23, 2)
 
 
 class CommandBackend:
@@ -137,10 +58,15 @@ class CommandBackend:
 
     name = "command"
 
-    def __init__(self, conf: str | os.PathLike[str], timeout: float = 15.0) -> None:
+    def __init__(
+        self, conf: str | os.PathLike[str], timeout: float = 15.0, bin_dir: str | os.PathLike[str] = ""
+    ) -> None:
         self.conf = Path(conf)
         self.timeout = timeout
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        if bin_dir:
+            # Slurm's commands from this directory first (a site's /opt/slurm/bin, the sandbox's own).
+            self.env["PATH"] = f"{bin_dir}:{self.env.get('PATH', os.defpath)}"
 
     def _run(self, argv: Sequence[str], timeout: float | None = None) -> str:
         try:
@@ -155,18 +81,19 @@ class CommandBackend:
         if result.returncode != 0:
             msg = (result.stderr.strip() or result.stdout.strip()).splitlines()
             text = msg[-1] if msg else f"exit {result.returncode}"
-            if any(s in text.lower() for s in _UNREACHABLE):
+            low = text.lower()
+            if not any(s in low for s in _NOT_FOUND) and any(s in low for s in _UNREACHABLE):
                 raise SlurmUnavailable(f"{' '.join(argv[:2])}: slurmctld unreachable: {text}")
             raise SlurmError(f"{' '.join(argv[:3])}: {text}")
         return result.stdout
 
-    def _json(self, argv: Sequence[str]) -> dict[str, Any]:
+    def _json(self, argv: Sequence[str]) -> Any:
         out = self._run(argv)
         try:
             payload = json.loads(out)
-        except json.JSONDecodeError as e:
-            raise SlurmError(f"{argv[0]} --json printed something that is not JSON: {e}") from None
-        if payload.get("errors"):
+        except (ValueError, RecursionError) as e:
+            raise SlurmError(f"{' '.join(argv)} printed something that is not JSON: {e}") from None
+        if isinstance(payload, dict) and payload.get("errors"):
             # 22.05 reports an unreachable controller as a bare "Unspecified error": ask scontrol ping.
             self.ping()
         return payload
@@ -178,12 +105,36 @@ class CommandBackend:
             raise SlurmUnavailable(f"slurmctld is not answering: {out.strip()} (SLURM_CONF={self.conf})")
 
     def nodes(self) -> list[Node]:
-        return parse_nodes(self._json(["sinfo", "--json"]))
+        argv = ["scontrol", "--json", "show", "nodes"] if self.scontrol_json else ["sinfo", "--json"]
+        return parse_nodes(self._json(argv), " ".join(argv))
 
     def jobs(self) -> list[Job]:
-        return parse_jobs(self._json(["squeue", "--json"]))
+        # 23.02+ squeue lists only unfinished jobs by default; 22.05's --json lists all it still holds.
+        argv = ["squeue", "--json", "--states=all"] if self.scontrol_json else ["squeue", "--json"]
+        return parse_jobs(self._json(argv), " ".join(argv))
+
+    def job(self, job_id: int) -> Job | None:
+        """One job, or None when Slurm no longer knows it. Asks for that job alone where the version
+        can (22.05 ignores filters with --json: there it reads the list, one RPC all the same)."""
+        job_id = int(job_id)
+        if not self.scontrol_json:
+            return next((j for j in self.jobs() if j.job_id == job_id), None)
+        argv = ["scontrol", "--json", "show", "job", str(job_id)]
+        try:
+            payload = self._json(argv)
+        except SlurmUnavailable:
+            raise
+        except SlurmError as e:
+            if "invalid job id" in str(e).lower():
+                return None
+            raise
+        # An array or heterogeneous job id names several records; keep the one asked for.
+        return next((j for j in parse_jobs(payload, " ".join(argv)) if j.job_id == job_id), None)
 
     def reservations(self) -> list[Reservation]:
+        if self.scontrol_json:
+            argv = ["scontrol", "--json", "show", "reservations"]
+            return parse_reservations(self._json(argv), " ".join(argv))
         return parse_reservations(self._run(["scontrol", "show", "reservation", "-o"]))
 
     def scontrol(self, *args: str) -> str:
