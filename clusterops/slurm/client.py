@@ -92,10 +92,15 @@ class SlurmClient:
         return self.backend.jobs()
 
     def job(self, job_id: int) -> Job:
-        for j in self.jobs():
-            if j.job_id == int(job_id):
-                return j
-        raise SlurmError(f"job {job_id}: not in squeue (finished longer ago than MinJobAge?)")
+        """One job. The command backend asks Slurm for that job alone where the version honours it."""
+        one = getattr(self.backend, "job", None)
+        if one is not None:
+            found = one(int(job_id))
+        else:
+            found = next((j for j in self.jobs() if j.job_id == int(job_id)), None)
+        if found is None:
+            raise SlurmError(f"job {job_id}: not in squeue (finished longer ago than MinJobAge?)")
+        return found
 
     def reservations(self) -> list[Reservation]:
         return self.backend.reservations()

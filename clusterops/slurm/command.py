@@ -67,6 +67,18 @@ class CommandBackend:
         if bin_dir:
             # Slurm's commands from this directory first (a site's /opt/slurm/bin, the sandbox's own).
             self.env["PATH"] = f"{bin_dir}:{self.env.get('PATH', os.defpath)}"
+        self._version: tuple[int, int, int] | None = None
+
+    def version(self) -> tuple[int, int, int]:
+        """The installed Slurm's version, from `sinfo -V` (reads slurm.conf, asks no daemon); cached."""
+        if self._version is None:
+            self._version = parse_version(self._run(["sinfo", "-V"]))
+        return self._version
+
+    @property
+    def scontrol_json(self) -> bool:
+        """Whether this Slurm's scontrol speaks --json (23.02 and later)."""
+        return self.version()[:2] >= _SCONTROL_JSON
 
     def _run(self, argv: Sequence[str], timeout: float | None = None) -> str:
         try:

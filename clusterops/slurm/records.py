@@ -56,6 +56,8 @@ class Job:
     user: str = ""
     exit_code: int | None = None
     node_count: int = 0
+    flags: list[str] = field(default_factory=list)  # the job's other state flags (newer Slurm lists them)
+    held: bool = False  # held by a user or admin: waits until `scontrol release`
 
     @property
     def active(self) -> bool:
