@@ -115,7 +115,10 @@ def warm(ctx: typer.Context, node: str) -> None:
 def watch(
     ctx: typer.Context, once: bool = typer.Option(False, "--once", help="One pass, then exit.")
 ) -> None:
-    """Follow Slurm; on a failed training node: drain it, swap in the warmest spare, requeue, re-warm."""
+    """Follow Slurm; on a failed training node: drain it, swap in the warmest spare, requeue, re-warm.
+
+    Survives Slurm: an unanswered, unreadable or inconsistent read makes the tick do nothing; it is an
+    alert event and a retry with capped exponential backoff. Only Ctrl-C / SIGTERM stop the loop."""
     mgr = manager(ctx)
     cfg = get_config(ctx)
     if once:
@@ -127,9 +130,14 @@ def watch(
         file=sys.stderr,
         flush=True,
     )
-    mgr.watch(
-        poll_s=cfg.spare.poll_s, on_error=lambda e: print(f"spare watch: {e}", file=sys.stderr, flush=True)
-    )
+    from clusterops.errors import ClusteropsError
+
+    def say(e: BaseException) -> None:
+        # One line per failed tick; the event log has the alert (and, for a bug, the traceback).
+        what = str(e) if isinstance(e, ClusteropsError) else f"unexpected {type(e).__name__}: {e}"
+        print(f"spare watch: {what}; retrying with backoff", file=sys.stderr, flush=True)
+
+    mgr.watch(poll_s=cfg.spare.poll_s, on_error=say)
 
 
 @app.command("warm-here")
@@ -138,13 +146,13 @@ def warm_here(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     from dataclasses import asdict
 
     from clusterops import config as config_mod
-    from clusterops.slurm import SlurmClient
+    from clusterops.slurm import SlurmClient, nodeinfo
     from clusterops.spare.warm import warm_here as run
 
     cfg = get_config(ctx)
     slurm = SlurmClient.from_config(cfg)
     node = config_mod.node_name()
-    warmth, steps = run(cfg, lambda w: slurm.set_extra(node, w.encode()))
+    warmth, steps = run(cfg, lambda w: nodeinfo.update(slurm, node, "warmth", w.to_record()))
     for s in steps:
         print(
             f"warm {node}: {s.name}: {'ok' if s.ok else 'FAILED'} in {s.seconds:.1f}s: {s.detail}", flush=True

@@ -5,24 +5,75 @@ The protected job runs in the training reservation; warm spares wait in a second
 failed node, move the warmest spare from the spare reservation into the training one (and the failed
 node out), and requeue the job (or clear its BeginTime hold). Each tick reads Slurm afresh and acts only
 on what is still true, so the watcher is idempotent and can be killed and restarted at any point.
+
+Surviving Slurm: every read goes through `snapshot()`, which either returns a complete, consistent view
+(nodes, reservations, jobs) or raises SlurmError: an answer that cannot be read, a controller that does
+not answer, or a view that contradicts itself (a reserved node or a job's node missing from the node
+list, as a half-read or mis-read answer gives). A tick that cannot get such a view acts on nothing.
+`watch()` logs each failed tick as an alert event, retries with capped exponential backoff and jitter,
+and returns to its normal cadence after the first good tick. Only KeyboardInterrupt and SystemExit
+stop it; any other exception is logged with an alert and retried the same way.
 """
 
 from __future__ import annotations
 
+import random
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clusterops.errors import ClusteropsError
 from clusterops.fsutil import atomic_write_json, read_json
-from clusterops.slurm import Job, Node, Reservation, SlurmClient, SlurmError
+from clusterops.slurm import Job, Node, Reservation, SlurmClient, SlurmError, SlurmUnavailable
 from clusterops.spare.warmth import Warmth
 from clusterops.telemetry import Metric, log_event, write_textfile
 
 WARM_JOB_NAME = "clusterops-warm"
 DRAIN_PREFIX = "clusterops: spare:"
+MAX_BACKOFF_S = 60.0
+
+# What a parser hands up when Slurm's answer is not the shape it expects. The client is meant to turn
+# these into SlurmError itself; the watcher converts any that still escape, at the read, so that nothing
+# but SlurmError ever comes out of a Slurm read here (and a bug elsewhere is not mistaken for one).
+_PARSE_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError)
+
+
+class SnapshotError(SlurmError):
+    """Slurm's answers, read one after another, do not form one complete and consistent view."""
+
+
+@dataclass
+class Snapshot:
+    """One complete, consistent view of what the watcher acts on."""
+
+    nodes: dict[str, Node]
+    reservations: dict[str, Reservation]
+    jobs: list[Job]
+
+
+@dataclass
+class Backoff:
+    """Delay before the next tick: `poll_s` while ticks succeed; after n failures in a row
+    min(cap, poll_s * 2**n), of which the upper half is random (jitter, so that several watchers
+    or a restarted slurmctld's other clients do not retry in step)."""
+
+    poll_s: float
+    cap_s: float = MAX_BACKOFF_S
+    failures: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def ok(self) -> float:
+        self.failures = 0
+        return self.poll_s
+
+    def failed(self) -> float:
+        self.failures += 1
+        full = min(max(self.cap_s, self.poll_s), self.poll_s * 2**self.failures)
+        return full / 2 + self.rng.uniform(0, full / 2)
 
 
 @dataclass
@@ -92,10 +143,42 @@ class SpareManager:
 
     # ------------------------------------------------------------------ reads
     def snapshot(self) -> tuple[dict[str, Node], Reservation | None, Reservation | None, list[Job]]:
-        nodes = {n.name: n for n in self.slurm.nodes()}
-        reservations = {r.name: r for r in self.slurm.reservations()}
-        jobs = self.slurm.jobs()
-        return nodes, reservations.get(self.reservation), reservations.get(self.spare_reservation), jobs
+        view = self.read()
+        return (
+            view.nodes,
+            view.reservations.get(self.reservation),
+            view.reservations.get(self.spare_reservation),
+            view.jobs,
+        )
+
+    def read(self) -> Snapshot:
+        """Nodes, reservations and jobs, checked to be complete and consistent, or SlurmError."""
+        node_list = _read("sinfo (nodes)", self.slurm.nodes)
+        res_list = _read("scontrol show reservation", self.slurm.reservations)
+        jobs = _read("squeue (jobs)", self.slurm.jobs)
+        nodes = {n.name: n for n in node_list}
+        reservations = {r.name: r for r in res_list}
+        if not nodes:
+            # A cluster has nodes: an empty list is an answer we did not read (e.g. another version's
+            # format), and acting on it would fail over every training node as "vanished".
+            raise SnapshotError("Slurm listed no nodes at all: not acting on an empty view")
+        if len(nodes) != len(node_list) or len(reservations) != len(res_list):
+            raise SnapshotError("Slurm listed a node or reservation twice: not a consistent view")
+        for r in (reservations.get(self.reservation), reservations.get(self.spare_reservation)):
+            missing = sorted(set(r.nodes) - set(nodes)) if r else []
+            if missing:
+                raise SnapshotError(
+                    f"reservation {r.name} names {', '.join(missing)}, which the node list lacks: "
+                    "not a consistent view"
+                )
+        for j in jobs:
+            missing = sorted(set(j.nodes) - set(nodes)) if j.active else []
+            if missing:
+                raise SnapshotError(
+                    f"job {j.job_id} runs on {', '.join(missing)}, which the node list lacks: "
+                    "not a consistent view"
+                )
+        return Snapshot(nodes, reservations, jobs)
 
     def protected_jobs(self, jobs: list[Job]) -> list[Job]:
         return [
@@ -218,6 +301,8 @@ class SpareManager:
 
     # ------------------------------------------------------------------ the watch loop
     def tick(self) -> None:
+        """One pass. Reads a consistent view first; if it cannot, raises SlurmError having done nothing.
+        Every action is followed by a fresh view before the next decision."""
         nodes, res, spare_res, jobs = self.snapshot()
         state = self._load()
         if res is not None:
@@ -227,19 +312,62 @@ class SpareManager:
                     self._failover(name, why, nodes, res, spare_res, jobs, state)
                     nodes, res, spare_res, jobs = self.snapshot()
         self._advance_recoveries(state, jobs)
-        self._tend_spares(nodes, spare_res, jobs)
+        view = self._tend_spares(nodes, spare_res, jobs)
         self._save(state)
-        self._export(state)
+        self._export(state, view)
 
-    def watch(self, stop: Callable[[], bool] = lambda: False, poll_s: float = 2.0, on_error=None) -> None:
+    def watch(
+        self,
+        stop: Callable[[], bool] = lambda: False,
+        poll_s: float = 2.0,
+        on_error: Callable[[BaseException], Any] | None = None,
+        max_backoff_s: float = MAX_BACKOFF_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Tick every `poll_s` until `stop()`. A failed tick is an alert event and a backoff, never the
+        end of the loop: only KeyboardInterrupt / SystemExit (BaseException) leave it."""
+        backoff = Backoff(poll_s, max_backoff_s)
+        down_since: float | None = None
         while not stop():
             try:
                 self.tick()
-            except SlurmError as e:  # slurmctld away for a moment: say so, keep watching
-                self.event("watch_error", error=str(e))
+            except ClusteropsError as e:  # Slurm away, unreadable, inconsistent; or a refused action
+                delay = backoff.failed()
+                down_since = down_since or time.time()
+                self.event(
+                    "watch_error",
+                    alert=True,
+                    kind=_error_kind(e),
+                    error=str(e),
+                    failures=backoff.failures,
+                    retry_in_s=round(delay, 2),
+                )
                 if on_error:
                     on_error(e)
-            time.sleep(poll_s)
+            except Exception as e:  # our bug or an answer no one foresaw: say so loudly, keep watching
+                delay = backoff.failed()
+                down_since = down_since or time.time()
+                self.event(
+                    "watch_error",
+                    alert=True,
+                    kind="unexpected",
+                    error=f"{type(e).__name__}: {e}",
+                    traceback="".join(traceback.format_exception(e)[-6:]),
+                    failures=backoff.failures,
+                    retry_in_s=round(delay, 2),
+                )
+                if on_error:
+                    on_error(e)
+            else:
+                if backoff.failures:
+                    self.event(
+                        "watch_recovered",
+                        failures=backoff.failures,
+                        seconds=round(time.time() - (down_since or time.time()), 2),
+                    )
+                down_since = None
+                delay = backoff.ok()
+            _sleep_unless(stop, delay, sleep)
 
     # ------------------------------------------------------------------ internals
     def _failover(self, failed, why, nodes, res, spare_res, jobs, state: WatchState) -> str | None:
@@ -304,7 +432,7 @@ class SpareManager:
                     )
                 )
         state.failovers += 1
-        self._advance_recoveries(state, self.slurm.jobs())
+        self._advance_recoveries(state, self.read().jobs)
         return spare.node if spare else None
 
     def _advance_recoveries(self, state: WatchState, jobs: list[Job]) -> None:
@@ -357,7 +485,9 @@ class SpareManager:
             still.append(r)
         state.recoveries = still
 
-    def _tend_spares(self, nodes, spare_res, jobs) -> None:
+    def _tend_spares(self, nodes, spare_res, jobs) -> Snapshot | None:
+        """Reject failed spares, re-warm stale ones, top up to min_spares. Returns the fresh view it
+        read, or None when it changed Slurm after reading it."""
         spares = self.spares(nodes, spare_res, jobs)
         newest = None
         for s in spares:
@@ -370,7 +500,7 @@ class SpareManager:
                     s.node, f"{DRAIN_PREFIX} failed warm-up: {s.warmth.detail or 'health check'}"
                 )
                 self.event("spare_rejected", node=s.node, detail=s.warmth.detail, health=s.warmth.health)
-                spare_res = self.slurm.reservation(self.spare_reservation)
+                spare_res = self.read().reservations.get(self.spare_reservation)
                 continue
             node = nodes.get(s.node)
             if node is None or not node.usable:
@@ -384,21 +514,25 @@ class SpareManager:
                 self.event("rewarm", node=s.node, have=s.warmth.ckpt_step, newest=newest)
                 self.warm(s.node)
         # Acting above changed Slurm (drains, memberships): choose new spares from a fresh view.
-        nodes = {n.name: n for n in self.slurm.nodes()}
-        spare_res = self.slurm.reservation(self.spare_reservation)
+        view = self.read()
+        nodes = dict(view.nodes)
+        spare_res = view.reservations.get(self.spare_reservation)
         have = len(spare_res.nodes) if spare_res else 0
+        fresh: Snapshot | None = view
         while have < self.min_spares:
-            candidate = self._idle_pool(nodes)
+            candidate = self._idle_pool(nodes, view.reservations.values())
             if candidate is None:
                 self.event("no_spare_available", alert=True, have=have, want=self.min_spares)
                 break
             self.add(candidate, warm=True)
+            fresh = None
             nodes.pop(candidate, None)
             have += 1
+        return fresh
 
-    def _idle_pool(self, nodes: dict[str, Node]) -> str | None:
+    def _idle_pool(self, nodes: dict[str, Node], reservations) -> str | None:
         reserved = set()
-        for r in self.slurm.reservations():
+        for r in reservations:
             reserved.update(r.nodes)
         for name in sorted(nodes):
             n = nodes[name]
@@ -438,7 +572,7 @@ class SpareManager:
             except SlurmError as e:
                 if "in use" not in str(e) or time.monotonic() > deadline:
                     raise
-            for j in self.slurm.jobs():
+            for j in _read("squeue (jobs)", self.slurm.jobs):
                 if (
                     j.reservation == self.spare_reservation
                     and j.name == WARM_JOB_NAME
@@ -466,10 +600,11 @@ class SpareManager:
     def _save(self, state: WatchState) -> None:
         atomic_write_json(self.state_file, asdict(state))
 
-    def _export(self, state: WatchState) -> None:
+    def _export(self, state: WatchState, view: Snapshot | None = None) -> None:
         if self.textfile_dir is None:
             return
-        nodes, _, spare_res, jobs = self.snapshot()
+        view = view or self.read()
+        nodes, spare_res, jobs = view.nodes, view.reservations.get(self.spare_reservation), view.jobs
         spares = self.spares(nodes, spare_res, jobs)
         metrics = [
             Metric("clusterops_spares", "Nodes in the spare reservation").add(len(spares)),
@@ -488,6 +623,36 @@ class SpareManager:
                 ).add(state.last_failover_s)
             )
         write_textfile(self.textfile_dir, "clusterops_spare", metrics)
+
+
+def _read(what: str, fn: Callable[[], Any]) -> Any:
+    """One Slurm read; whatever goes wrong reading it comes out as SlurmError naming the read."""
+    try:
+        return fn()
+    except SlurmError:
+        raise
+    except _PARSE_ERRORS as e:
+        raise SlurmError(f"{what}: Slurm's answer could not be read ({type(e).__name__}: {e})") from e
+
+
+def _error_kind(e: BaseException) -> str:
+    if isinstance(e, SlurmUnavailable):
+        return "unavailable"
+    if isinstance(e, SnapshotError):
+        return "inconsistent"
+    if isinstance(e, SlurmError):
+        return "slurm"
+    return "error"
+
+
+def _sleep_unless(stop: Callable[[], bool], seconds: float, sleep: Callable[[float], None]) -> None:
+    """Sleep `seconds` in short slices, so a stop request is seen within a fraction of a second."""
+    deadline = time.monotonic() + seconds
+    while not stop():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        sleep(min(left, 0.2))
 
 
 def failure_reason(node: Node | None) -> str | None:

@@ -1,17 +1,33 @@
 """The prolog's dataset gate: refuse a job on this node unless every dataset it names is READY here.
 
 A job names its datasets in its comment: `sbatch --comment "datasets=fineweb-edu,code" ...`.
-Slurm 22.05 hands the Prolog the job id and node name but not the job's environment or comment, so
-the gate asks slurmctld once, `scontrol show job -o JOBID`, under a short timeout. Everything taken
-from the environment or the job record is validated before use; nothing goes through a shell.
-Imports neither boto3 nor torch.
+
+Where the comment comes from, so that a Slurm outage cannot drain a node:
+- Slurm 24.11 (and every release whose slurmd puts the job's credential fields in the prolog's
+  environment) hands the prolog `SLURM_JOB_COMMENT`, as the user wrote it. When it is set, the gate
+  reads it and makes no Slurm call at all.
+- Otherwise (22.05 never sets it; newer releases leave it out when the job has no comment) the gate asks
+  slurmctld, `scontrol show job -o JOBID`, under a short timeout, and once more after a short pause
+  (one bounded retry, `SCONTROL_TRY_S` each, at most `GATE_BUDGET_S` in all).
+
+The verdict says whose fault a refusal is, and the prolog acts on that (clusterops/cli/hook_cmd.py):
+- `pass`: nothing named, or everything named is READY here;
+- `not_ready`: a named dataset is not READY on this node: the node's own state (drain);
+- `bad_job`: the job's comment names datasets badly: the job's fault (fail the job, never the node);
+- `unknown`: Slurm did not answer twice: nobody's fault (let the job start, raise an alert);
+- `node_error`: the prolog's own environment is broken (no valid job id, node name or slurm.conf).
+
+Everything taken from the environment or the job record is validated before use; nothing goes through
+a shell. Imports neither boto3 nor torch.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterops import config as config_mod
@@ -24,7 +40,27 @@ DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_DATASETS = 16
 # `datasets=a,b` anywhere in the comment, delimited by start/whitespace/';' on the left.
 COMMENT_KEY_RE = re.compile(r"(?:^|[\s;])datasets?=([^\s;]*)")
-GATE_TIMEOUT_S = 10.0
+GATE_TIMEOUT_S = 10.0  # kept for callers; the per-try limit below is what the gate uses
+SCONTROL_TRY_S = 10.0  # one `scontrol show job` try; capped by [slurm] timeout_s
+RETRY_PAUSE_S = 1.0
+GATE_BUDGET_S = 2 * SCONTROL_TRY_S + RETRY_PAUSE_S
+MAX_COMMENT = 65536  # longer than any comment a person writes; bounds the parsing work
+
+
+@dataclass
+class GateVerdict:
+    """What the gate found, and whose fault a refusal is (see the module docstring)."""
+
+    outcome: str  # pass | not_ready | bad_job | unknown | node_error
+    detail: str
+    job_id: str = ""
+    datasets: list[str] = field(default_factory=list)
+    comment_from: str = ""  # env | scontrol | "" (not read)
+    tries: int = 0  # scontrol calls made
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "pass"
 
 
 def parse_comment(comment: str) -> tuple[list[str], str | None]:
@@ -45,9 +81,9 @@ def parse_comment(comment: str) -> tuple[list[str], str | None]:
     return list(dict.fromkeys(names)), None
 
 
-def job_comment(job_id: str, slurm_conf: str, timeout: float) -> str:
+def job_comment(job_id: str, slurm_conf: str, timeout: float, path: str = "") -> str:
     """The job's comment, from `scontrol show job -o`. Raises proc.CommandError when it cannot tell."""
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "SLURM_CONF": slurm_conf}
+    env = {"PATH": path or os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "SLURM_CONF": slurm_conf}
     out = proc.run(["scontrol", "show", "job", "-o", job_id], timeout=timeout, env=env).stdout
     line = next((ln for ln in out.splitlines() if ln.startswith(f"JobId={job_id} ")), "")
     if not line:
@@ -57,29 +93,83 @@ def job_comment(job_id: str, slurm_conf: str, timeout: float) -> str:
     return m.group(1) if m else ""
 
 
-def check_job_datasets(cfg: config_mod.Config, env: Mapping[str, str]) -> tuple[bool, str]:
-    """(ok, one line). ok is False when the job names a dataset that is not READY on this node, or
-    when what the job asks for cannot be read (fail closed: the job waits rather than reads nothing)."""
+def evaluate_job(
+    cfg: config_mod.Config, env: Mapping[str, str], sleep=time.sleep, clock=time.monotonic
+) -> GateVerdict:
+    """The gate's verdict for the job in `env` (a prolog's environment) on this node."""
     job_id = str(env.get("SLURM_JOB_ID", "")).strip()
     node = str(env.get("SLURMD_NODENAME", "")).strip() or config_mod.node_name()
     if not JOB_ID_RE.match(job_id):
-        return False, f"dataset gate: SLURM_JOB_ID {job_id[:40]!r} is not a job id"
+        return GateVerdict("node_error", f"dataset gate: SLURM_JOB_ID {job_id[:40]!r} is not a job id")
     if not NODE_RE.match(node):
-        return False, f"dataset gate: node name {node[:70]!r} is not valid"
-    conf = str(env.get("SLURM_CONF", "") or cfg.slurm.conf or "/etc/slurm/slurm.conf")
-    if not os.path.isabs(conf) or "\0" in conf or not os.path.isfile(conf):
-        return False, f"dataset gate: SLURM_CONF {conf[:200]!r} is not a readable file"
-    timeout = min(GATE_TIMEOUT_S, max(1.0, cfg.slurm.timeout_s))
-    try:
-        comment = job_comment(job_id, conf, timeout)
-    except proc.CommandError as e:
-        return False, f"dataset gate: job {job_id}: cannot read its datasets: {e}"
+        return GateVerdict("node_error", f"dataset gate: node name {node[:70]!r} is not valid", job_id)
+    tries = 0
+    if "SLURM_JOB_COMMENT" in env:
+        comment, source = str(env["SLURM_JOB_COMMENT"]), "env"
+    else:
+        conf = str(env.get("SLURM_CONF", "") or cfg.slurm.conf or "/etc/slurm/slurm.conf")
+        if not os.path.isabs(conf) or "\0" in conf or not os.path.isfile(conf):
+            return GateVerdict(
+                "node_error", f"dataset gate: SLURM_CONF {conf[:200]!r} is not a readable file", job_id
+            )
+        comment, tries, error = _ask_scontrol(cfg, job_id, conf, sleep, clock)
+        source = "scontrol"
+        if comment is None:
+            return GateVerdict(
+                "unknown",
+                f"dataset gate: job {job_id}: Slurm did not tell its datasets ({tries} tries): {error}",
+                job_id,
+                comment_from=source,
+                tries=tries,
+            )
+    if len(comment) > MAX_COMMENT:
+        return GateVerdict(
+            "bad_job",
+            f"dataset gate: job {job_id}: --comment is {len(comment)} characters, at most {MAX_COMMENT}",
+            job_id,
+            comment_from=source,
+            tries=tries,
+        )
     names, error = parse_comment(comment)
     if error:
-        return False, f"dataset gate: job {job_id}: --comment: {error}"
+        detail = f"dataset gate: job {job_id}: --comment: {error}"
+        return GateVerdict("bad_job", detail, job_id, comment_from=source, tries=tries)
     if not names:
-        return True, f"dataset gate: job {job_id} names no dataset"
-    return check_datasets(cfg, names, node, job_id)
+        return GateVerdict(
+            "pass", f"dataset gate: job {job_id} names no dataset", job_id, comment_from=source, tries=tries
+        )
+    ok, detail = check_datasets(cfg, names, node, job_id)
+    return GateVerdict("pass" if ok else "not_ready", detail, job_id, names, source, tries)
+
+
+def _ask_scontrol(cfg, job_id: str, conf: str, sleep, clock) -> tuple[str | None, int, str]:
+    """(comment or None, tries, last error): one try and one bounded retry, inside GATE_BUDGET_S."""
+    per_try = min(SCONTROL_TRY_S, max(1.0, cfg.slurm.timeout_s))
+    bin_dir = getattr(cfg.slurm, "bin_dir", "") or ""
+    path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    if bin_dir:
+        path = f"{bin_dir}:{path}"
+    deadline = clock() + GATE_BUDGET_S
+    error = ""
+    for attempt in (1, 2):
+        left = deadline - clock()
+        if left < 0.5:
+            break
+        try:
+            return job_comment(job_id, conf, min(per_try, left), path), attempt, ""
+        except proc.CommandError as e:
+            error = str(e)
+        if attempt == 1:
+            sleep(min(RETRY_PAUSE_S, max(0.0, deadline - clock() - 0.5)))
+    return None, 2 if error else 1, error
+
+
+def check_job_datasets(cfg: config_mod.Config, env: Mapping[str, str]) -> tuple[bool, str]:
+    """(ok, one line) for `clusterops stage gate` inside a job: ok only when every dataset the job
+    names is READY here; a comment that cannot be read or a Slurm that does not answer is not ok
+    (inside the job, failing closed costs only that job). The prolog uses evaluate_job's outcome."""
+    verdict = evaluate_job(cfg, env)
+    return verdict.ok, verdict.detail
 
 
 def check_datasets(
