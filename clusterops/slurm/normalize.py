@@ -62,6 +62,7 @@ class Format:
     release: str  # "24.11.5", "?" when meta does not say
     legacy: bool  # the 22.05 openapi/v0.0.38 shape
     newer: bool = False  # a data_parser newer than the newest we know, read with the newest reader
+    version: tuple[int, ...] = ()  # the data_parser's version, () for openapi/v0.0.38
 
     def label(self) -> str:
         extra = f", newer than the newest known {NEWEST}" if self.newer else ""
@@ -137,7 +138,8 @@ def identify(data: dict[str, Any], source: str) -> Format:
         version = tuple(int(g) for g in m.groups())
         if version < KNOWN_DATA_PARSERS[0]:
             raise SlurmError(f"{source} (Slurm {release}): {parser} is older than any known format")
-        return Format(source, parser, release, legacy=False, newer=version > KNOWN_DATA_PARSERS[-1])
+        return Format(source, parser, release, legacy=False, newer=version > KNOWN_DATA_PARSERS[-1],
+                      version=version)
     ptype = plugin.get("type")
     if ptype == LEGACY:
         return Format(source, LEGACY, release, legacy=True)
@@ -236,9 +238,10 @@ class _Reader:
         return list(value)
 
     def states(self, d: dict[str, Any], key: str, path: str) -> list[str]:
-        """A state list (data_parser), or a '+'-joined string; required, upper case."""
+        """A state list; required, upper case. data_parser/v0.0.39 (23.02) still gave `job_state` as one
+        string; lists came with v0.0.40 (23.11)."""
         value = self.raw(d, key, path, True)
-        if isinstance(value, str):
+        if isinstance(value, str) and self.fmt.version == (0, 0, 39):
             parts = [p for p in value.split("+") if p]
         elif isinstance(value, list):
             for i, v in enumerate(value):
