@@ -1,5 +1,6 @@
 """Warm-up, run on the spare itself inside a Slurm job: stage the datasets, pull the newest checkpoint,
-run the health check, and publish the result in the node's Extra field.
+run the health check, and publish the result as the `warmth` key of the node's record in its Slurm Extra
+field (clusterops.slurm.nodeinfo: other keys of the record are kept).
 
 Each step is the same clusterops command an operator would run, in a child process with a timeout, so
 a hung step cannot wedge the spare and each step's own verification applies unchanged.
