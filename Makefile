@@ -4,13 +4,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_PIN := torch==2.13.0
-APT_PKGS := slurm-wlm munge fio iproute2 rsync xfsprogs procps
+APT_PKGS := slurm-wlm munge fio iproute2 rsync xfsprogs procps debootstrap util-linux
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Slurm 24.11 runs from a Debian 13 root built once here, outside the repository, and reused.
+SLURM_ROOT ?= /var/cache/clusterops/slurm-24.11
 
-.PHONY: install apt test lint demo bench dist clean
+.PHONY: install apt slurm-root test lint demo bench dist clean
 
-install: $(STAMP)
+install: $(STAMP) slurm-root
+
+# ~1 min and ~300 MB the first time (debootstrap from the mirror apt uses); nothing after that.
+slurm-root: $(STAMP)
+	@test -f $(SLURM_ROOT)/.clusterops-root.json || $(PY) -m clusterops sandbox build-root --path $(SLURM_ROOT)
 
 # Debian packages: only when something is missing, so a warm machine skips apt entirely.
 apt:

@@ -37,18 +37,29 @@ def wait_for(predicate, timeout: float, what: str, step: float = 0.25):
     return last
 
 
+# Every Slurm-facing test runs on 24.11 (what users run); a compatibility subset also on 22.05.
+SLURM_VERSIONS = ("24.11", "22.05")
+
+
+def slurm_client(env: dict[str, str], **kw):
+    """A SlurmClient for the sandbox whose exports are in `env`, running that sandbox's Slurm commands."""
+    from clusterops.slurm import SlurmClient
+
+    return SlurmClient(env["SLURM_CONF"], bin_dir=env["CLUSTEROPS_SLURM__BIN_DIR"], **kw)
+
+
 @contextlib.contextmanager
-def own_sandbox(prefix: str, nodes: int):
+def own_sandbox(prefix: str, nodes: int, slurm: str = "24.11", mode: str = "auto"):
     """A sandbox of the test module's own (so it may change the config); yields (Sandbox, env)."""
-    reason = _sandbox_possible()
+    reason = _sandbox_possible(slurm)
     if reason:
         pytest.fail(f"sandbox tests cannot run: {reason}")
     from clusterops.sandbox.cluster import Sandbox
 
-    root = Path(tempfile.mkdtemp(prefix=f"co-{prefix}-", dir="/var/tmp"))
+    root = Path(tempfile.mkdtemp(prefix=f"co-{prefix}-{slurm}-", dir="/var/tmp"))
     sb = Sandbox(root)
     try:
-        state = sb.up(nodes=nodes, timeout=90)
+        state = sb.up(nodes=nodes, timeout=90, slurm=slurm, mode=mode)
         yield sb, {**os.environ, **sb.exports(state)}
     finally:
         sb.down()
@@ -86,17 +97,36 @@ def s3(s3_endpoint, monkeypatch):
     return client
 
 
-def _sandbox_possible() -> str | None:
+def _sandbox_possible(slurm: str = "24.11") -> str | None:
     if os.geteuid() != 0:
         return "the sandbox needs root"
-    for binary in ("/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/sbin/munged"):
-        if not Path(binary).exists():
-            return f"{binary} missing (make install)"
+    if slurm == "22.05":
+        for binary in ("/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/sbin/munged"):
+            if not Path(binary).exists():
+                return f"{binary} missing (make install)"
+        return None
+    from clusterops.sandbox.sysroot import DEFAULT_ROOT, Sysroot
+
+    if not Sysroot(DEFAULT_ROOT).ready:
+        return f"no Slurm {slurm} root at {DEFAULT_ROOT} (make install builds it)"
     return None
 
 
 @pytest.fixture(scope="session")
 def sandbox():
-    """A real 4-node Slurm cluster plus S3 for the whole session; yields (Sandbox, exports env dict)."""
+    """A real 4-node Slurm 24.11 cluster plus S3 for the whole session; yields (Sandbox, exports env)."""
     with own_sandbox("sandbox", 4) as sb_env:
         yield sb_env
+
+
+@pytest.fixture(scope="session")
+def sandbox_2205():
+    """The same on Slurm 22.05 (the host's packages), for the compatibility subset."""
+    with own_sandbox("sandbox", 4, slurm="22.05") as sb_env:
+        yield sb_env
+
+
+@pytest.fixture(params=SLURM_VERSIONS)
+def any_sandbox(request):
+    """The session sandbox of each Slurm version in turn: a test that must hold on both."""
+    return request.getfixturevalue("sandbox" if request.param == "24.11" else "sandbox_2205")

@@ -36,7 +36,9 @@ def up(
     ),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for every node to be idle."),
     slurm: str = typer.Option(
-        "24.11", "--slurm", help="24.11 (Debian 13 root built by `make install`) or 22.05 (host packages)."
+        "",
+        "--slurm",
+        help="24.11 (Debian 13 root built by `make install`; the default) or 22.05 (host packages).",
     ),
     slurm_root: str = typer.Option(
         "", "--slurm-root", help="The Debian 13 root for 24.11 (default /var/cache/clusterops/slurm-24.11)."

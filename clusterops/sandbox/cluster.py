@@ -162,16 +162,19 @@ class Sandbox:
         memory_mb: int = 2048,
         timeout: float = 60.0,
         progress=None,
-        slurm: str = DEFAULT_VERSION,
+        slurm: str = "",
         sysroot_path: str | os.PathLike[str] = "",
     ) -> State:
-        """Bring the sandbox up, or complete it if some of it is already up. Idempotent."""
+        """Bring the sandbox up, or complete it if some of it is already up. Idempotent.
+
+        `slurm` empty: the version of the sandbox already in `root`, else 24.11."""
         say = progress or (lambda msg: None)
+        state = State.load(self.layout.state_file)
+        slurm = slurm or (state.slurm if state else DEFAULT_VERSION)
         if slurm not in VERSIONS:
             raise UsageError(f"--slurm {slurm}: must be one of {', '.join(VERSIONS)}")
         if not 1 <= nodes <= 64:
             raise UsageError(f"--nodes {nodes}: must be between 1 and 64")
-        state = State.load(self.layout.state_file)
         if state is not None and len(state.nodes) != nodes:
             raise UsageError(
                 f"{self.root} already holds a {len(state.nodes)}-node sandbox; "
@@ -215,6 +218,7 @@ class Sandbox:
             "PATH": ":".join([bin_dir, *path]),
             "SLURM_CONF": str(self.layout.slurm_conf),
             "CLUSTEROPS_CONFIG": str(self.layout.clusterops_conf),
+            "CLUSTEROPS_SLURM__BIN_DIR": bin_dir,
             "AWS_ENDPOINT_URL": state.endpoint_url,
             "AWS_ACCESS_KEY_ID": S3_KEY,
             "AWS_SECRET_ACCESS_KEY": S3_KEY,

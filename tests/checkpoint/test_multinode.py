@@ -46,7 +46,7 @@ def test_two_nodes_each_holding_half_a_dcp_checkpoint_make_one_verified_s3_check
     sandbox, dcp_save, tmp_path
 ):
     sb, env = sandbox
-    client = SlurmClient(env["SLURM_CONF"], timeout=10)
+    client = SlurmClient(env["SLURM_CONF"], bin_dir=env["CLUSTEROPS_SLURM__BIN_DIR"], timeout=10)
     roots = {n: sb.layout.nodes / n / "nvme" / "checkpoints" for n in ("node1", "node2")}
     holds = {"node1": [".metadata", "__0_0.distcp"], "node2": ["__1_0.distcp"]}
     for node, names in holds.items():

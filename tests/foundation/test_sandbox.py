@@ -1,9 +1,11 @@
-"""The Slurm client and the sandbox, against the real Slurm 22.05 cluster the sandbox runs."""
+"""The Slurm client and the sandbox, against real Slurm clusters: 24.11 (the Debian 13 root) and 22.05
+(the host's packages). Every test here runs on both versions."""
 
 from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -12,16 +14,38 @@ import psutil
 import pytest
 
 from clusterops.sandbox.cluster import Sandbox
+from clusterops.sandbox.sysroot import mounts_under
 from clusterops.slurm import SlurmClient, SlurmUnavailable
-from tests.conftest import run_cli, wait_for
+from tests.conftest import SLURM_VERSIONS, _sandbox_possible, run_cli, wait_for
 
 pytestmark = pytest.mark.sandbox
 
 
 @pytest.fixture
+def sandbox(any_sandbox):
+    """Each test of this module runs once per Slurm version."""
+    return any_sandbox
+
+
+@pytest.fixture
 def client(sandbox):
     sb, env = sandbox
-    return SlurmClient(env["SLURM_CONF"], timeout=10)
+    return SlurmClient(env["SLURM_CONF"], bin_dir=env["CLUSTEROPS_SLURM__BIN_DIR"], timeout=10)
+
+
+def test_the_sandbox_runs_the_slurm_it_was_asked_for(sandbox):
+    sb, env = sandbox
+    want = sb.state().slurm
+    # The exported PATH puts the sandbox's own commands first: a bare `sinfo` is its Slurm.
+    out = subprocess.run(["sinfo", "-V"], env=env, capture_output=True, text=True, timeout=20, check=True)
+    assert out.stdout.split()[-1].startswith(want + "."), out.stdout
+    status = json.loads(run_cli("sandbox", "status", "--root", str(sb.root), "--json", env=env).stdout)
+    assert status["slurm_version"].startswith(want + ".")
+    # The controller itself says which release it runs.
+    config = subprocess.run(
+        ["scontrol", "show", "config"], env=env, capture_output=True, text=True, timeout=20, check=True
+    ).stdout
+    assert f"SLURM_VERSION           = {want}." in config
 
 
 def job_finished(client, job_id):
@@ -97,8 +121,7 @@ def test_crashed_node_goes_down_and_revives(sandbox, client):
 
 def test_partitioned_node_stops_responding(sandbox, client):
     sb, _ = sandbox
-    if sb.state().mode != "netns":
-        pytest.skip("partition needs network namespaces")
+    assert sb.state().mode == "netns", "the session sandbox runs in network namespaces"
     sb.partition("node3")
     try:
         wait_for(lambda: not client.node("node3").responding, 30, "node3 NOT_RESPONDING after link cut")
@@ -152,26 +175,62 @@ def test_hung_controller_is_a_clear_error_within_the_timeout(sandbox, tmp_path):
     lines = [ln for ln in conf.splitlines() if not ln.startswith(("SlurmctldHost", "SlurmctldPort"))]
     lines += ["SlurmctldHost=nowhere(127.0.0.1)", f"SlurmctldPort={silent.getsockname()[1]}"]
     (tmp_path / "slurm.conf").write_text("\n".join(lines) + "\n")
-    client = SlurmClient(tmp_path / "slurm.conf", timeout=2)
+    client = SlurmClient(tmp_path / "slurm.conf", timeout=2, bin_dir=env["CLUSTEROPS_SLURM__BIN_DIR"])
     started = time.monotonic()
     with pytest.raises(SlurmUnavailable) as e:
         client.nodes()
     assert time.monotonic() - started < 5
-    assert "sinfo" in str(e.value)
+    assert "no answer from slurmctld within 2s" in str(e.value)
     silent.close()
 
 
-def test_ports_mode_lifecycle_leaves_no_process(tmp_path):
-    root = Path("/var/tmp") / f"co-ports-{tmp_path.name}"
+@pytest.mark.parametrize("slurm", SLURM_VERSIONS)
+def test_ports_mode_lifecycle_leaves_no_process_and_no_mount(tmp_path, slurm):
+    assert _sandbox_possible(slurm) is None, _sandbox_possible(slurm)
+    root = Path("/var/tmp") / f"co-ports-{slurm}-{tmp_path.name}"
     sb = Sandbox(root)
     try:
-        state = sb.up(nodes=2, mode="ports", timeout=60)
-        assert state.mode == "ports"
-        client = SlurmClient(sb.layout.slurm_conf, timeout=10)
+        state = sb.up(nodes=2, mode="ports", timeout=60, slurm=slurm)
+        assert state.mode == "ports" and state.slurm == slurm
+        client = sb.client(timeout=10)
         assert [n.state for n in client.nodes()] == ["idle", "idle"]
         pids = [state.munged_pid, state.slurmctld_pid, state.s3_pid, *(n.pid for n in state.nodes)]
+        if slurm != "22.05":
+            pids.append(state.holder_pid)
         assert all(psutil.pid_exists(p) for p in pids)
+        sb.kill_node("node2")
+        wait_for(lambda: not client.node("node2").responding, 30, "node2 NOT_RESPONDING after kill-node")
+        sb.revive_node("node2")
+        assert client.node("node2").usable
+        pids.append(sb.state().nodes[1].pid)
     finally:
         sb.down()
     assert not any(psutil.pid_exists(p) for p in pids)
+    assert not mounts_under(root)
+    assert not root.exists()
+    # Nothing of the sandbox is left running anywhere, whoever started it.
+    left = [
+        p.info
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if str(root) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert not left
+
+
+def test_down_refuses_to_delete_through_a_mount(tmp_path):
+    """A root with something mounted below it is not deleted: the mount is named and kept."""
+    assert _sandbox_possible("24.11") is None
+    root = Path("/var/tmp") / f"co-mnt-{tmp_path.name}"
+    sb = Sandbox(root)
+    sb.up(nodes=1, mode="ports", timeout=60)
+    target = root / "nodes" / "node1" / "nvme"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)], check=True, timeout=10)
+    (target / "keep").write_text("mine")
+    try:
+        with pytest.raises(Exception, match="mounts below it"):
+            sb.down()
+        assert (target / "keep").read_text() == "mine"
+    finally:
+        subprocess.run(["umount", str(target)], check=True, timeout=10)
+    sb.down()
     assert not root.exists()

@@ -89,7 +89,7 @@ def test_storage_is_named_when_the_data_is_off_local_nvme(dsb):
     try:
         rc, diag = doctor(env, job)
     finally:
-        SlurmClient(env["SLURM_CONF"]).cancel(job)
+        SlurmClient(env["SLURM_CONF"], bin_dir=env["CLUSTEROPS_SLURM__BIN_DIR"]).cancel(job)
     assert rc == 1 and diag["bottleneck"] == "storage"
     storage = next(f for f in diag["findings"] if f["stage"] == "storage")
     assert sorted(storage["evidence"]["off_local_nvme"]) == ["node1", "node2"]
@@ -98,7 +98,7 @@ def test_storage_is_named_when_the_data_is_off_local_nvme(dsb):
 
 def test_loader_then_the_throttled_node_and_act_moves_the_job_to_the_spare(dsb, tmp_path):
     sb, env = dsb
-    client = SlurmClient(env["SLURM_CONF"])
+    client = SlurmClient(env["SLURM_CONF"], bin_dir=env["CLUSTEROPS_SLURM__BIN_DIR"])
     client.create_reservation("training", ["node1", "node2"])
     mgr = SpareManager(client, "training", "", tmp_path / "state", tmp_path / "events.ndjson", min_spares=0)
     mgr.add("node3", warm=False)
@@ -194,7 +194,7 @@ def test_the_trainers_throughput_drop_runs_the_doctor(dsb):
         check=True,
     )
     job = int(json.loads(r.stdout)["job_id"])
-    client = SlurmClient(env["SLURM_CONF"])
+    client = SlurmClient(env["SLURM_CONF"], bin_dir=env["CLUSTEROPS_SLURM__BIN_DIR"])
     try:
         deadline = time.monotonic() + 240
         found = None

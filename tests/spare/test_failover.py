@@ -30,7 +30,7 @@ FAKE_WARM = (
 @pytest.fixture
 def cluster(sandbox, tmp_path):
     sb, env = sandbox
-    client = SlurmClient(env["SLURM_CONF"], timeout=15)
+    client = SlurmClient(env["SLURM_CONF"], bin_dir=env["CLUSTEROPS_SLURM__BIN_DIR"], timeout=15)
     mgr = SpareManager(
         client,
         "train-t",

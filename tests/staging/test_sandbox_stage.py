@@ -53,7 +53,7 @@ def staged(sandbox, tmp_path_factory):
         **env,
         "CLUSTEROPS_STAGING__DATASETS": f"{DATASET}=s3://clusterops/datasets/{DATASET}/manifest.json",
     }
-    client = SlurmClient(env["SLURM_CONF"], timeout=10)
+    client = SlurmClient(env["SLURM_CONF"], bin_dir=env["CLUSTEROPS_SLURM__BIN_DIR"], timeout=10)
     client.cmd.env = job_env  # sbatch exports the submitting environment to the job
     jobs = {}
     for node in ("node1", "node2"):

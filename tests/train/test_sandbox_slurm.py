@@ -60,7 +60,7 @@ def test_submit_two_node_job_checkpoints_and_resumes_after_requeue(sandbox, tmp_
     log = root / f"slurm-{job_id}.out"
     from clusterops.slurm import SlurmClient
 
-    client = SlurmClient(env["SLURM_CONF"], backend="command")
+    client = SlurmClient(env["SLURM_CONF"], bin_dir=env["CLUSTEROPS_SLURM__BIN_DIR"], backend="command")
     try:
         first = _wait(lambda: layout.newest_committed(root), 180, f"a committed checkpoint ({log})")
         text = log.read_text()
