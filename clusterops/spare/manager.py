@@ -17,6 +17,7 @@ stop it; any other exception is logged with an alert and retried the same way.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 import time
@@ -178,6 +179,12 @@ class SpareManager:
                     f"job {j.job_id} runs on {', '.join(missing)}, which the node list lacks: "
                     "not a consistent view"
                 )
+            # Slurm refuses to delete a reservation a running job uses: one missing is a mis-read.
+            if j.state == "RUNNING" and j.reservation and j.reservation not in reservations:
+                raise SnapshotError(
+                    f"job {j.job_id} runs in reservation {j.reservation}, which the reservation list "
+                    "lacks: not a consistent view"
+                )
         return Snapshot(nodes, reservations, jobs)
 
     def protected_jobs(self, jobs: list[Job]) -> list[Job]:
@@ -331,43 +338,40 @@ class SpareManager:
         while not stop():
             try:
                 self.tick()
-            except ClusteropsError as e:  # Slurm away, unreadable, inconsistent; or a refused action
+            except Exception as e:  # noqa: BLE001 - the loop must outlive any one tick; BaseException ends it
                 delay = backoff.failed()
                 down_since = down_since or time.time()
-                self.event(
-                    "watch_error",
-                    alert=True,
-                    kind=_error_kind(e),
-                    error=str(e),
-                    failures=backoff.failures,
-                    retry_in_s=round(delay, 2),
-                )
-                if on_error:
-                    on_error(e)
-            except Exception as e:  # our bug or an answer no one foresaw: say so loudly, keep watching
-                delay = backoff.failed()
-                down_since = down_since or time.time()
-                self.event(
-                    "watch_error",
-                    alert=True,
-                    kind="unexpected",
-                    error=f"{type(e).__name__}: {e}",
-                    traceback="".join(traceback.format_exception(e)[-6:]),
-                    failures=backoff.failures,
-                    retry_in_s=round(delay, 2),
-                )
-                if on_error:
-                    on_error(e)
+                self._tick_failed(e, backoff.failures, delay, on_error)
             else:
                 if backoff.failures:
-                    self.event(
-                        "watch_recovered",
-                        failures=backoff.failures,
-                        seconds=round(time.time() - (down_since or time.time()), 2),
-                    )
+                    with _never_raises():
+                        self.event(
+                            "watch_recovered",
+                            failures=backoff.failures,
+                            seconds=round(time.time() - (down_since or time.time()), 2),
+                        )
                 down_since = None
                 delay = backoff.ok()
             _sleep_unless(stop, delay, sleep)
+
+    def _tick_failed(self, e: Exception, failures: int, delay: float, on_error) -> None:
+        """An alert event for a failed tick. A Slurm or clusterops error (Slurm away, unreadable,
+        inconsistent, an action refused) is expected; anything else is our bug or an answer no one
+        foresaw, and gets its traceback. Reporting never raises: it must not end the loop."""
+        fields: dict[str, Any] = {"failures": failures, "retry_in_s": round(delay, 2)}
+        if isinstance(e, ClusteropsError):
+            fields.update(cause=_error_kind(e), error=str(e))
+        else:
+            fields.update(
+                cause="unexpected",
+                error=f"{type(e).__name__}: {e}",
+                traceback="".join(traceback.format_exception(e)[-6:]),
+            )
+        with _never_raises():
+            self.event("watch_error", alert=True, **fields)
+        if on_error:
+            with _never_raises():
+                on_error(e)
 
     # ------------------------------------------------------------------ internals
     def _failover(self, failed, why, nodes, res, spare_res, jobs, state: WatchState) -> str | None:
@@ -643,6 +647,15 @@ def _error_kind(e: BaseException) -> str:
     if isinstance(e, SlurmError):
         return "slurm"
     return "error"
+
+
+@contextlib.contextmanager
+def _never_raises():
+    """For reporting inside the watch loop: a full disk must not end the watcher (Exception only)."""
+    try:
+        yield
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _sleep_unless(stop: Callable[[], bool], seconds: float, sleep: Callable[[float], None]) -> None:
