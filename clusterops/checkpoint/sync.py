@@ -1,5 +1,9 @@
 """`ckpt sync`, the cron / systemd-timer entry point: under a lock, push the newest checkpoint, prune,
-and refresh the status textfile. An overlapping run finds the lock held and exits 0."""
+and refresh the status textfile. An overlapping run finds the lock held and exits 0.
+
+It makes no Slurm call (the node's name comes from SLURMD_NODENAME / CLUSTEROPS_NODE / the hostname),
+so a slurmctld outage cannot stop checkpoints reaching S3; tests/health/test_hook_outage.py checks
+that with a hung controller. Keep it so: anything Slurm-derived it needs later must degrade, not fail."""
 
 from __future__ import annotations
 
