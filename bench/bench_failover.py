@@ -34,7 +34,6 @@ from clusterops import config as config_mod  # noqa: E402
 from clusterops.fsutil import atomic_write_text  # noqa: E402
 from clusterops.proc import poll_until  # noqa: E402
 from clusterops.sandbox.cluster import Sandbox  # noqa: E402
-from clusterops.slurm import SlurmClient  # noqa: E402
 from clusterops.spare.manager import SpareManager  # noqa: E402
 from clusterops.spare.warmth import Warmth  # noqa: E402
 
@@ -66,7 +65,7 @@ class Bench:
         self.slurmd_timeout, self.message_timeout = state.slurmd_timeout, state.message_timeout
         os.environ.update(self.sb.exports(state))
         self.env = dict(os.environ)
-        self.slurm = SlurmClient(self.sb.layout.slurm_conf, timeout=15)
+        self.slurm = self.sb.client(timeout=15)
         cfg = config_mod.load(self.sb.layout.clusterops_conf, env={})
         self.remote = f"s3://{cfg.s3.bucket}/checkpoints/bench"
         cfg.staging.datasets = [f"demo=s3://{cfg.s3.bucket}/datasets/demo/"]

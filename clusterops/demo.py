@@ -105,7 +105,6 @@ class Demo:
     # ------------------------------------------------------------------ the run
     def run(self) -> DemoResult:
         from clusterops.sandbox.cluster import Sandbox
-        from clusterops.slurm import SlurmClient
 
         sb = Sandbox(self.root)
         if sb.layout.state_file.exists():
@@ -118,7 +117,7 @@ class Demo:
         os.environ.update(sb.exports(state))
         self.env = dict(os.environ)
         self.sandbox = sb
-        self.slurm = SlurmClient(sb.layout.slurm_conf, timeout=15)
+        self.slurm = sb.client(timeout=15)
         watcher = None
         self.job_id: int | None = None
         stop_sync = threading.Event()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -374,6 +375,17 @@ class Sandbox:
                     return
                 last = ", ".join(waiting)
             time.sleep(0.25)
+        # A daemon that died says why in its own words; a timeout alone says nothing.
+        dead = []
+        if not _alive(state.slurmctld_pid, "slurmctld"):
+            ctld = self.layout.ctld
+            dead.append(f"slurmctld exited: {_why(ctld / 'slurmctld.out', ctld / 'slurmctld.log')}")
+        for n in state.nodes:
+            if not _alive(n.pid, "slurmd"):
+                d = self.layout.node(n.name)
+                dead.append(f"{n.name}'s slurmd exited: {_why(d / 'slurmd.out', d / 'slurmd.log')}")
+        if dead:
+            raise SandboxError("; ".join(dead))
         raise SandboxError(f"nodes not idle after {timeout:g}s: {last} (logs under {self.layout.nodes})")
 
     # ---------------------------------------------------------------- internals
@@ -515,7 +527,7 @@ class Sandbox:
             user="munge",
         )
         self._save(state)
-        self._wait_path(socket_path, 10, "munged socket", state.munged_pid, d / "munged.log", "munged")
+        self._wait_path(socket_path, 10, "munged socket", state.munged_pid, "munged", d / "munged.out")
 
     def _start_s3(self, state: State) -> None:
         if _alive(state.s3_pid, "moto"):
@@ -630,7 +642,7 @@ class Sandbox:
             if _alive(state.holder_pid, "sleep") and sysroot.in_namespace(state.holder_pid):
                 break
             if not psutil.pid_exists(state.holder_pid) or _zombie(state.holder_pid):
-                raise SandboxError(f"Slurm 24.11 namespace could not be set up: {_last_line(log)}")
+                raise SandboxError(f"Slurm 24.11 namespace could not be set up: {_why(log)}")
             time.sleep(0.05)
         else:
             raise SandboxError(f"Slurm 24.11 namespace not ready within 10s (see {log})")
@@ -651,7 +663,7 @@ class Sandbox:
 
     @staticmethod
     def _wait_path(
-        path: Path, timeout: float, what: str, pid: int = 0, daemon_log: Path | None = None, needle: str = ""
+        path: Path, timeout: float, what: str, pid: int = 0, needle: str = "", *logs: Path
     ) -> None:
         """Wait for a daemon's file; a daemon that died says why in its own words, not as a timeout."""
         deadline = time.monotonic() + timeout
@@ -659,12 +671,12 @@ class Sandbox:
             if path.exists():
                 return
             if pid and _zombie(pid):  # gone (its cmdline may not name it yet right after the fork)
-                why = _last_line(daemon_log) if daemon_log else ""
+                why = _why(*logs)
                 raise SandboxError(
-                    f"{needle or what} exited at start: {why or 'no log line'} (log: {daemon_log})"
+                    f"{needle or what} exited at start: {why} (log: {', '.join(map(str, logs))})"
                 )
             time.sleep(0.05)
-        why = _last_line(daemon_log) if daemon_log else ""
+        why = _why(*logs)
         raise SandboxError(
             f"{what} {path} did not appear within {timeout:g}s" + (f"; its log says: {why}" if why else "")
         )
@@ -677,13 +689,20 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def _last_line(path: Path | None) -> str:
-    """The last non-empty line of a daemon's log: its own words for why it stopped."""
-    try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except (OSError, AttributeError):
-        return ""
-    return lines[-1][-300:] if lines else ""
+def _why(*logs: Path) -> str:
+    """A daemon's own words for why it stopped: the last error or fatal line of its output or log
+    (else the last line at all)."""
+    last = ""
+    for path in logs:
+        try:
+            lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            continue
+        errors = [ln for ln in lines if re.search(r"\b(error|fatal)\b", ln, re.I)]
+        if errors:
+            return errors[-1][-300:]
+        last = last or (lines[-1][-300:] if lines else "")
+    return last or "it left no log line"
 
 
 def _proc_or_none(pid: int):

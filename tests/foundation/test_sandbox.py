@@ -234,3 +234,23 @@ def test_down_refuses_to_delete_through_a_mount(tmp_path):
         subprocess.run(["umount", str(target)], check=True, timeout=10)
     sb.down()
     assert not root.exists()
+
+
+@pytest.mark.parametrize("slurm", SLURM_VERSIONS)
+def test_a_sandbox_that_cannot_start_says_why_in_the_daemons_words(tmp_path, slurm):
+    """A root under a 0700 directory: munged (user munge) cannot reach it. The error is munged's own
+    'Permission denied', not a timeout."""
+    private = Path("/var/tmp") / f"co-private-{slurm}-{tmp_path.name}"
+    private.mkdir(mode=0o700)
+    sb = Sandbox(private / "sb")
+    try:
+        started = time.monotonic()
+        r = run_cli(
+            "sandbox", "up", "--root", str(sb.root), "--nodes", "1", "--mode", "ports", "--slurm", slurm
+        )
+        assert r.returncode == 2
+        assert "munged exited at start" in r.stderr and "Permission denied" in r.stderr, r.stderr
+        assert time.monotonic() - started < 10  # said at once, not after munged's 10 s socket wait
+    finally:
+        sb.down()
+        private.rmdir()
