@@ -66,6 +66,12 @@ class Warmth:
         """A whole Extra holding only this warmth. Publishers use nodeinfo.update (it keeps other keys)."""
         return nodeinfo.record_with(KEY, self.to_record())
 
+    @staticmethod
+    def clear(client: nodeinfo.NodeClient, node: str) -> None:
+        """Remove the warmth from NODE's record, keeping its other keys (`spare remove`, after it has
+        cancelled the node's warm job: the one exception to the warm job being the key's only writer)."""
+        nodeinfo.clear(client, node, KEY)
+
     @classmethod
     def from_record(cls, raw: Any) -> Warmth:
         """The warmth from the record's value; fields of the wrong type are dropped and named in detail."""
