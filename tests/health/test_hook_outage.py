@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from clusterops.telemetry import read_events
-from tests.conftest import REPO, own_sandbox, run_cli, wait_for
+from tests.conftest import REPO, SLURM_VERSIONS, own_sandbox, run_cli, wait_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -26,9 +26,10 @@ SLURM_COMMANDS = ("scontrol", "squeue", "sinfo", "scancel", "sbatch", "srun")
 TRY_S = 3
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with own_sandbox("hookout", 2) as (sb, env):
+@pytest.fixture(scope="module", params=SLURM_VERSIONS)
+def cluster(request):
+    """24.11 hands the prolog SLURM_JOB_COMMENT; 22.05 does not, so there the gate asks scontrol."""
+    with own_sandbox(f"hookout-{request.param}", 2, slurm=request.param) as (sb, env):
         yield sb, env
 
 
