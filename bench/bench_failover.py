@@ -7,9 +7,9 @@ Trials (5 each by default):
   cold   : what a cold replacement costs instead: stage the dataset + pull the newest checkpoint on an
            empty node (the warm job's own steps), measured the same way (wall s)
 
-    .venv/bin/python bench/bench_failover.py [--trials 5]
+    .venv/bin/python bench/bench_failover.py [--trials 5] [--slurm 24.11|22.05]
 
-Prints one table (min / median / max) and writes bench/results/failover.json.
+Prints one table (min / median / max) and writes bench/results/failover-<slurm>.json.
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ def wait(pred, timeout, what, step=0.2):
 
 
 class Bench:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, slurm: str) -> None:
         self.sb = Sandbox(root)
-        state = self.sb.up(nodes=4, timeout=90)
+        state = self.sb.up(nodes=4, timeout=90, slurm=slurm)
         self.slurmd_timeout, self.message_timeout = state.slurmd_timeout, state.message_timeout
         os.environ.update(self.sb.exports(state))
         self.env = dict(os.environ)
@@ -261,9 +261,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--kinds", default="drain,kill", help="which failure trials to run, comma-separated")
+    ap.add_argument("--slurm", default="24.11", help="the sandbox's Slurm: 24.11 or 22.05")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="co-bench-failover-", dir="/var/tmp"))
-    bench = Bench(root)
+    bench = Bench(root, args.slurm)
+    version = bench.sb.slurm_version()
+    print(f"Slurm {version}", flush=True)
     results = {"drain": [], "kill": [], "cold": []}
     try:
         for i in range(args.trials):
@@ -300,6 +303,7 @@ def main() -> None:
     out = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
+        "slurm": version,
         "slurmd_timeout_s": bench.slurmd_timeout,
         "message_timeout_s": bench.message_timeout,
         "trials": results,
@@ -307,7 +311,9 @@ def main() -> None:
         | {"cold": cold},
     }
     (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / "failover.json").write_text(json.dumps(out, indent=2) + "\n")
+    dest = REPO / "bench" / "results" / f"failover-{args.slurm}.json"
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {dest}")
 
 
 if __name__ == "__main__":

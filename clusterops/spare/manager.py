@@ -144,7 +144,11 @@ class SpareManager:
 
     # ------------------------------------------------------------------ reads
     def snapshot(self) -> tuple[dict[str, Node], Reservation | None, Reservation | None, list[Job]]:
-        view = self.read()
+        return self._unpack(self.read())
+
+    def _unpack(
+        self, view: Snapshot
+    ) -> tuple[dict[str, Node], Reservation | None, Reservation | None, list[Job]]:
         return (
             view.nodes,
             view.reservations.get(self.reservation),
@@ -271,7 +275,7 @@ class SpareManager:
         if node in warming:
             self.slurm.cancel(warming[node].job_id)
         self._leave_spare_reservation(spare_res, node)
-        self.slurm.set_extra(node, "")
+        Warmth.clear(self.slurm, node)
         self.event("spare_removed", node=node)
 
     def replace(self, node: str, reason: str = "operator replace") -> str | None:
@@ -310,16 +314,21 @@ class SpareManager:
     def tick(self) -> None:
         """One pass. Reads a consistent view first; if it cannot, raises SlurmError having done nothing.
         Every action is followed by a fresh view before the next decision."""
-        nodes, res, spare_res, jobs = self.snapshot()
+        view = self.read()
+        nodes, res, spare_res, jobs = self._unpack(view)
         state = self._load()
+        acted = bool(state.recoveries)  # recoveries in flight change Slurm below
         if res is not None:
             for name in list(res.nodes):
                 why = failure_reason(nodes.get(name))
                 if why:
                     self._failover(name, why, nodes, res, spare_res, jobs, state)
-                    nodes, res, spare_res, jobs = self.snapshot()
+                    acted = True
+                    view = self.read()
+                    nodes, res, spare_res, jobs = self._unpack(view)
         self._advance_recoveries(state, jobs)
-        view = self._tend_spares(nodes, spare_res, jobs)
+        # A quiet tick reads Slurm once (nodes, reservations, jobs); only after acting is it read again.
+        view = self._tend_spares(nodes, spare_res, jobs, None if acted else view)
         self._save(state)
         self._export(state, view)
 
@@ -489,11 +498,13 @@ class SpareManager:
             still.append(r)
         state.recoveries = still
 
-    def _tend_spares(self, nodes, spare_res, jobs) -> Snapshot | None:
-        """Reject failed spares, re-warm stale ones, top up to min_spares. Returns the fresh view it
-        read, or None when it changed Slurm after reading it."""
+    def _tend_spares(self, nodes, spare_res, jobs, view: Snapshot | None = None) -> Snapshot | None:
+        """Reject failed spares, re-warm stale ones, top up to min_spares. `view` is the tick's own
+        read when nothing has changed Slurm since. Returns the fresh view it used, or None when it
+        changed Slurm after reading it."""
         spares = self.spares(nodes, spare_res, jobs)
         newest = None
+        acted = view is None
         for s in spares:
             if s.warm_job is not None:
                 continue
@@ -505,20 +516,24 @@ class SpareManager:
                 )
                 self.event("spare_rejected", node=s.node, detail=s.warmth.detail, health=s.warmth.health)
                 spare_res = self.read().reservations.get(self.spare_reservation)
+                acted = True
                 continue
             node = nodes.get(s.node)
             if node is None or not node.usable:
                 continue
             if s.warmth.state == "cold":
                 self.warm(s.node)
+                acted = True
                 continue
             if newest is None:
                 newest = self.remote_latest() or -1
             if s.warmth.state == "warm" and newest > (s.warmth.ckpt_step or -1):
                 self.event("rewarm", node=s.node, have=s.warmth.ckpt_step, newest=newest)
                 self.warm(s.node)
+                acted = True
         # Acting above changed Slurm (drains, memberships): choose new spares from a fresh view.
-        view = self.read()
+        if acted or view is None:
+            view = self.read()
         nodes = dict(view.nodes)
         spare_res = view.reservations.get(self.spare_reservation)
         have = len(spare_res.nodes) if spare_res else 0
