@@ -254,3 +254,40 @@ def test_a_sandbox_that_cannot_start_says_why_in_the_daemons_words(tmp_path, slu
     finally:
         sb.down()
         private.rmdir()
+
+
+def test_what_the_live_slurm_prints_parses_into_the_same_records(sandbox, client, tmp_path):
+    """Record what this version's live Slurm prints (nothing written by hand) and parse the recording:
+    every command that describes nodes agrees, a drain and a held job read as what they are."""
+    from clusterops.slurm.normalize import parse_jobs, parse_nodes
+
+    sb, env = sandbox
+    version = sb.state().slurm
+
+    def record(name: str, *argv: str) -> str:
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=True).stdout
+        (tmp_path / f"{name}-{version}.json").write_text(out)
+        return out
+
+    client.drain("node4", "clusterops: test: recorded")
+    held = client.submit(["--hold", "-N1", "-J", "recorded", "-o", "/dev/null", "--wrap", "true"])
+    try:
+        commands = {"sinfo": ("sinfo", "--json")}
+        if version != "22.05":  # scontrol --json exists from 23.02 on
+            commands["scontrol-nodes"] = ("scontrol", "--json", "show", "nodes")
+        views = {name: parse_nodes(record(name, *argv), name) for name, argv in commands.items()}
+        jobs = parse_jobs(record("squeue", "squeue", "--json"), "squeue")
+    finally:
+        client.cancel(held)
+        client.resume("node4")
+    for name, nodes in views.items():
+        by_name = {n.name: n for n in nodes}
+        assert sorted(by_name) == ["node1", "node2", "node3", "node4"], name
+        assert by_name["node4"].drained and by_name["node4"].reason == "clusterops: test: recorded", name
+        assert not by_name["node1"].drained, name
+    if len(views) == 2:
+        a, b = ({n.name: (n.state, sorted(n.flags), n.reason) for n in v} for v in views.values())
+        assert a == b
+    (job,) = [j for j in jobs if j.job_id == held]
+    assert job.state == "PENDING" and job.name == "recorded" and job.node_count == 1
+    assert job.reason.startswith("JobHeld"), job.reason

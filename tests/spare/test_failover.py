@@ -28,8 +28,10 @@ FAKE_WARM = (
 
 
 @pytest.fixture
-def cluster(sandbox, tmp_path):
-    sb, env = sandbox
+def cluster(request, tmp_path):
+    """The session sandbox (Slurm 24.11) with a training reservation; `sandbox_2205` by indirect
+    parametrisation for the compatibility failover."""
+    sb, env = request.getfixturevalue(getattr(request, "param", "sandbox"))
     client = SlurmClient(env["SLURM_CONF"], bin_dir=env["CLUSTEROPS_SLURM__BIN_DIR"], timeout=15)
     mgr = SpareManager(
         client,
@@ -103,6 +105,7 @@ def events(tmp_path, kind):
     return [e for e in read_events(tmp_path / "events.ndjson") if e["event"] == f"spare.{kind}"]
 
 
+@pytest.mark.parametrize("cluster", ["sandbox", "sandbox_2205"], indirect=True)
 def test_dead_node_swapped_for_warm_spare_and_job_runs_on_it(cluster):
     sb, client, mgr, tmp = cluster
     mgr.add("node3")
@@ -236,5 +239,10 @@ def test_job_the_failure_ended_is_requeued_and_runs_again(cluster):
     again = client.job(job)
     assert again.state == "RUNNING" and again.nodes == ["node1"] and again.restart_count >= 1
     assert [e["after"] for e in events(tmp, "requeued")] == ["FAILED"]
-    assert (tmp / "job.out").read_text().split() == ["start", "0", "start", "1"]
+    # RUNNING comes before the script's first line: wait for the rerun's own words.
+    wait_for(
+        lambda: (tmp / "job.out").read_text().split() == ["start", "0", "start", "1"],
+        30,
+        "the rerun's output after the first run's",
+    )
     assert events(tmp, "recovery_ended") == []
