@@ -45,6 +45,7 @@ SLURMCTLD = "/usr/sbin/slurmctld"
 SLURMD = "/usr/sbin/slurmd"
 # The host's own packages (Debian 12), or Slurm 24.11 from the Debian 13 root (sysroot.py).
 VERSIONS = ("24.11", "22.05")
+CTLD_SETTLE_S = 7.0  # see Sandbox._settle
 DEFAULT_VERSION = "24.11"
 
 
@@ -203,7 +204,23 @@ class Sandbox:
         self._save(state)
         say("sandbox: waiting for every node to be idle")
         self.wait_idle(state, timeout)
+        if state.slurm != "22.05":
+            self._settle(state, timeout)
         return state
+
+    def _settle(self, state: State, timeout: float) -> None:
+        """Slurm 24.11's first ping rounds after slurmctld starts can mark nodes that registered moments
+        before as not responding (seen 1 start in 4 here, ~4.4 s after start, with SlurmdTimeout 2 and 3),
+        DOWN for a few milliseconds: long enough to requeue a job that had just started. Hand the
+        cluster over only once that window has passed and every node is idle again."""
+        try:
+            started = psutil.Process(state.slurmctld_pid).create_time()
+        except psutil.NoSuchProcess:
+            return
+        left = CTLD_SETTLE_S - (time.time() - started)
+        if left > 0:
+            time.sleep(left)
+            self.wait_idle(state, timeout)
 
     def state(self) -> State:
         state = State.load(self.layout.state_file)
