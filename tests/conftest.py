@@ -130,3 +130,14 @@ def sandbox_2205():
 def any_sandbox(request):
     """The session sandbox of each Slurm version in turn: a test that must hold on both."""
     return request.getfixturevalue("sandbox" if request.param == "24.11" else "sandbox_2205")
+
+
+def ctld_pid(sb) -> int:
+    """The pid of the sandbox's slurmctld process itself (nsenter execs in place: it is the recorded pid)."""
+    import psutil
+
+    p = psutil.Process(sb.state().slurmctld_pid)
+    for q in [p, *p.children(recursive=True)]:
+        if q.name() == "slurmctld":
+            return q.pid
+    raise AssertionError(f"no slurmctld under pid {p.pid}")

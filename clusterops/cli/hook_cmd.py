@@ -246,7 +246,13 @@ def _fail_job(cfg, node: str, env: JobEnv, detail: str, export) -> None:
         _twice(cancel)
     except ClusteropsError as e:
         export.event(
-            cfg, node, "job_fail_failed", job=env.job_id, detail=detail, error=str(e), alert=True,
+            cfg,
+            node,
+            "job_fail_failed",
+            job=env.job_id,
+            detail=detail,
+            error=str(e),
+            alert=True,
         )
         print(f"clusterops hook prolog: could not cancel job {env.job_id}: {e}", file=sys.stderr)
         return

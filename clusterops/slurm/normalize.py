@@ -42,14 +42,34 @@ NEWEST = "data_parser/v" + ".".join(map(str, KNOWN_DATA_PARSERS[-1]))
 
 _NODE_BASE = ("IDLE", "ALLOCATED", "MIXED", "DOWN", "ERROR", "FUTURE", "UNKNOWN")
 _JOB_BASE = (
-    "PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL",
-    "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY",
+    "PENDING",
+    "RUNNING",
+    "SUSPENDED",
+    "COMPLETED",
+    "CANCELLED",
+    "FAILED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
 )
 # Slurm's job_state_string(): a job flag, in this order, wins over the base state. 22.05 printed its
 # job_state that way, so a job list keeps the same meaning on every version.
 _JOB_FLAG_FIRST = (
-    "COMPLETING", "STAGE_OUT", "CONFIGURING", "RESIZING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
-    "SPECIAL_EXIT", "STOPPED", "REVOKED", "RESV_DEL_HOLD", "SIGNALING",
+    "COMPLETING",
+    "STAGE_OUT",
+    "CONFIGURING",
+    "RESIZING",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "SPECIAL_EXIT",
+    "STOPPED",
+    "REVOKED",
+    "RESV_DEL_HOLD",
+    "SIGNALING",
 )
 
 
@@ -128,18 +148,21 @@ def identify(data: dict[str, Any], source: str) -> Format:
     release = _release(meta.get("slurm", meta.get("Slurm")))
     parser = plugin.get("data_parser")
     if parser is not None and not isinstance(parser, str):
-        raise SlurmError(f"{source} (Slurm {release}): meta.plugin.data_parser: expected a string, "
-                         f"got {kind(parser)}")
+        raise SlurmError(
+            f"{source} (Slurm {release}): meta.plugin.data_parser: expected a string, got {kind(parser)}"
+        )
     if parser:
         m = re.fullmatch(r"data_parser/v(\d+)\.(\d+)\.(\d+)", parser)
         if not m:
-            raise SlurmError(f"{source} (Slurm {release}): meta.plugin.data_parser {parser!r}: "
-                             "not a data_parser version")
+            raise SlurmError(
+                f"{source} (Slurm {release}): meta.plugin.data_parser {parser!r}: not a data_parser version"
+            )
         version = tuple(int(g) for g in m.groups())
         if version < KNOWN_DATA_PARSERS[0]:
             raise SlurmError(f"{source} (Slurm {release}): {parser} is older than any known format")
-        return Format(source, parser, release, legacy=False, newer=version > KNOWN_DATA_PARSERS[-1],
-                      version=version)
+        return Format(
+            source, parser, release, legacy=False, newer=version > KNOWN_DATA_PARSERS[-1], version=version
+        )
     ptype = plugin.get("type")
     if ptype == LEGACY:
         return Format(source, LEGACY, release, legacy=True)

@@ -79,9 +79,7 @@ def test_newer_format_is_read_only_even_when_forced():
         nodeinfo.record_with("warmth", {"state": "cold"}, extra)
 
 
-@pytest.mark.parametrize(
-    "ours", ['"text"', "[1]", '{"warmth":{}}', '{"v":"1"}', '{"v":true}', '{"v":0}']
-)
+@pytest.mark.parametrize("ours", ['"text"', "[1]", '{"warmth":{}}', '{"v":"1"}', '{"v":true}', '{"v":0}'])
 def test_a_malformed_record_of_ours_is_reported_and_needs_force(ours):
     info = nodeinfo.read('{"clusterops":' + ours + ',"rack":"r12"}')
     assert info.problem and info.entries == {} and info.others == {"rack": "r12"}
@@ -117,8 +115,14 @@ def test_oversized_record_and_field_are_refused():
     with pytest.raises(UsageError, match="1024-byte limit"):
         nodeinfo.record_with("warmth", big)
     just_fits = {"d": "x" * (nodeinfo.MAX_RECORD_BYTES - len('{"v":1,"warmth":{"d":""}}'))}
-    assert len(json.dumps(json.loads(nodeinfo.record_with("warmth", just_fits))["clusterops"],
-                          separators=(",", ":"))) == nodeinfo.MAX_RECORD_BYTES
+    assert (
+        len(
+            json.dumps(
+                json.loads(nodeinfo.record_with("warmth", just_fits))["clusterops"], separators=(",", ":")
+            )
+        )
+        == nodeinfo.MAX_RECORD_BYTES
+    )
     huge_foreign = json.dumps({"blob": "y" * nodeinfo.MAX_EXTRA_BYTES})
     with pytest.raises(UsageError, match="Extra would be"):
         nodeinfo.record_with("warmth", {"state": "warm"}, huge_foreign)
@@ -289,7 +293,8 @@ def test_live_a_racing_writer_is_detected_and_our_write_repeated(live):
     nodeinfo.update(raced, NODE, "warmth", {"state": "warm"})
     assert raced.writes == 2  # the first write was lost to the racer, seen, and made again
     assert json.loads(_extra(client)) == {
-        "rack": "r12", "clusterops": {"v": 1, "warmth": {"state": "warm"}, "heartbeat": {"step": 99}}
+        "rack": "r12",
+        "clusterops": {"v": 1, "warmth": {"state": "warm"}, "heartbeat": {"step": 99}},
     }
 
 

@@ -173,11 +173,16 @@ def test_unknown_data_parser_versions():
     newer["meta"]["plugin"]["data_parser"] = "data_parser/v0.0.43"
     assert [n.name for n in parse_nodes(newer)] == ["node1", "node2"]  # read with the newest reader
     del newer["nodes"][1]["state"]
-    with pytest.raises(SlurmError, match=r"v0\.0\.43, newer than the newest known data_parser/v0\.0\.42\): "
-                                         r"nodes\[1\]\.state: missing"):
+    with pytest.raises(
+        SlurmError,
+        match=r"v0\.0\.43, newer than the newest known data_parser/v0\.0\.42\): "
+        r"nodes\[1\]\.state: missing",
+    ):
         parse_nodes(newer)
-    for label, match in (("data_parser/v0.0.30", "older than any known"),
-                         ("data_parser/latest", "not a data_parser version")):
+    for label, match in (
+        ("data_parser/v0.0.30", "older than any known"),
+        ("data_parser/latest", "not a data_parser version"),
+    ):
         old = load("squeue-24.11.json")
         old["meta"]["plugin"]["data_parser"] = label
         with pytest.raises(SlurmError, match=match):
@@ -197,18 +202,58 @@ PARSERS = {
     "scontrol-noreservations-24.11.json": parse_reservations,
 }
 REPLACEMENTS = (
-    None, True, 0, -1, 1.5, 10**30, "", "x", "[", [], ["x"], [{}], {},
+    None,
+    True,
+    0,
+    -1,
+    1.5,
+    10**30,
+    "",
+    "x",
+    "[",
+    [],
+    ["x"],
+    [{}],
+    {},
     {"set": True, "infinite": False, "number": 1},
     {"set": True, "infinite": True, "number": 0},
     {"set": "yes"},
 )
 FIELD_TYPES = {
-    Node: {"name": str, "state": str, "flags": list, "reason": str, "partitions": list, "features": list,
-           "address": str, "cpus": int, "extra": str},
-    Job: {"job_id": int, "name": str, "state": str, "nodes": list, "reason": str, "restart_count": int,
-          "partition": str, "reservation": str, "user": str, "node_count": int, "flags": list, "held": bool},
-    Reservation: {"name": str, "nodes": list, "start": str, "end": str, "users": list, "flags": list,
-                  "state": str},
+    Node: {
+        "name": str,
+        "state": str,
+        "flags": list,
+        "reason": str,
+        "partitions": list,
+        "features": list,
+        "address": str,
+        "cpus": int,
+        "extra": str,
+    },
+    Job: {
+        "job_id": int,
+        "name": str,
+        "state": str,
+        "nodes": list,
+        "reason": str,
+        "restart_count": int,
+        "partition": str,
+        "reservation": str,
+        "user": str,
+        "node_count": int,
+        "flags": list,
+        "held": bool,
+    },
+    Reservation: {
+        "name": str,
+        "nodes": list,
+        "start": str,
+        "end": str,
+        "users": list,
+        "flags": list,
+        "state": str,
+    },
 }
 
 

@@ -13,11 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from clusterops.telemetry import read_events
-from tests.conftest import REPO, SLURM_VERSIONS, own_sandbox, run_cli, wait_for
+from tests.conftest import REPO, SLURM_VERSIONS, ctld_pid, own_sandbox, run_cli, wait_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -31,15 +30,6 @@ def cluster(request):
     """24.11 hands the prolog SLURM_JOB_COMMENT; 22.05 does not, so there the gate asks scontrol."""
     with own_sandbox(f"hookout-{request.param}", 2, slurm=request.param) as (sb, env):
         yield sb, env
-
-
-def ctld_pid(sb) -> int:
-    """The slurmctld process itself (the sandbox may start it through a wrapper such as chroot)."""
-    p = psutil.Process(sb.state().slurmctld_pid)
-    for q in [p, *p.children(recursive=True)]:
-        if q.name() == "slurmctld":
-            return q.pid
-    raise AssertionError(f"no slurmctld under pid {p.pid}")
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from clusterops.slurm import SlurmError
 from clusterops.spare.manager import SpareManager
 from clusterops.spare.warmth import Warmth
 from clusterops.telemetry import read_events
-from tests.conftest import own_sandbox, wait_for
+from tests.conftest import ctld_pid, own_sandbox, wait_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -121,14 +121,6 @@ def _answers(client) -> bool:
 
 def events(tmp, *kinds):
     return [e for e in read_events(tmp / "events.ndjson") if e["event"] in {f"spare.{k}" for k in kinds}]
-
-
-def ctld_pid(sb) -> int:
-    p = psutil.Process(sb.state().slurmctld_pid)
-    for q in [p, *p.children(recursive=True)]:
-        if q.name() == "slurmctld":
-            return q.pid
-    raise AssertionError(f"no slurmctld under pid {p.pid}")
 
 
 def start_watch(mgr):

@@ -259,7 +259,14 @@ def test_bandwidth_cap_is_respected(tmp_path, copy_env):
     manifest = tmp_path / "M.json"
     run_cli("stage", "manifest", str(src), "-o", str(manifest), check=True)
     r = run_cli(
-        "stage", "run", str(manifest), "--dest", str(tmp_path / "D"), "--bandwidth-mbps", "12", "--json",
+        "stage",
+        "run",
+        str(manifest),
+        "--dest",
+        str(tmp_path / "D"),
+        "--bandwidth-mbps",
+        "12",
+        "--json",
         env=copy_env,
     )
     assert r.returncode == 0, r.stderr
