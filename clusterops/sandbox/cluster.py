@@ -36,6 +36,7 @@ from clusterops.sandbox.files import (
     cgroup_conf,
     clusterops_conf,
     hosts_file,
+    nsswitch_conf,
     slurm_conf,
     write_hooks,
 )
@@ -496,6 +497,7 @@ class Sandbox:
         )
         if slurm != "22.05":
             atomic_write_text(self.layout.etc / "cgroup.conf", cgroup_conf())
+            atomic_write_text(self.layout.nsswitch, nsswitch_conf())
         atomic_write_text(
             self.layout.hosts,
             hosts_file(socket.gethostname().split(".")[0], ctld_addr, specs, mode == "ports"),
@@ -650,7 +652,9 @@ class Sandbox:
             return
         host_usr = self.layout.run / "host-usr"
         host_usr.mkdir(parents=True, exist_ok=True)
-        argv = sysroot.holder_argv(sysroot.Sysroot(Path(state.sysroot)), self.layout.hosts, host_usr)
+        argv = sysroot.holder_argv(
+            sysroot.Sysroot(Path(state.sysroot)), self.layout.hosts, host_usr, self.layout.nsswitch
+        )
         log = self.layout.run / "holder.out"
         state.holder_pid = _spawn(argv, log)
         self._save(state)

@@ -52,6 +52,10 @@ class Layout:
         return self.etc / "hosts"
 
     @property
+    def nsswitch(self) -> Path:
+        return self.etc / "nsswitch.conf"
+
+    @property
     def run(self) -> Path:
         return self.root / "run"
 
@@ -173,9 +177,23 @@ def hosts_file(ctld_name: str, ctld_addr: str, nodes: list[NodeSpec], ports_mode
         lines.append("127.0.0.1 " + " ".join(n.name for n in nodes))
     else:
         lines += [f"{n.addr} {n.name}" for n in nodes]
-    if ctld_name not in base.split():
-        lines.append(f"{ctld_addr} {ctld_name}")
+    # Every address the sandbox uses has a name here: slurmctld 24.11 looks up the name of each peer
+    # that connects (the host reaches it from the bridge address), and an address missing here went to
+    # DNS and stalled that RPC ~5 s (and would leave the machine).
+    names = ["sandbox-ctld"] if ctld_name in base.split() else [ctld_name, "sandbox-ctld"]
+    lines.append(" ".join([ctld_addr, *names]))
     return "\n".join(lines) + "\n"
+
+
+def nsswitch_conf() -> str:
+    """The host's nsswitch.conf with host names from files only: nothing in the sandbox's Slurm
+    namespace asks DNS (which is off this machine)."""
+    try:
+        base = Path("/etc/nsswitch.conf").read_text()
+    except OSError:
+        base = "passwd: files\ngroup: files\nshadow: files\n"
+    kept = [ln for ln in base.splitlines() if not ln.strip().startswith("hosts:")]
+    return "\n".join(["# Written by `clusterops sandbox up`.", *kept, "hosts: files"]) + "\n"
 
 
 def clusterops_conf(layout: Layout, endpoint_url: str) -> config_mod.Config:

@@ -205,7 +205,7 @@ def host_only_paths() -> list[str]:
     return sorted(p for p in paths if p.startswith("/usr/") and os.path.exists(p))
 
 
-def holder_script(root: Sysroot, hosts_file: Path, host_usr: Path) -> str:
+def holder_script(root: Sysroot, hosts_file: Path, host_usr: Path, nsswitch: Path | None = None) -> str:
     """The shell the holder runs inside its new mount namespace: mount, then sleep for good."""
     q = _quote
     lines = ["set -e"]
@@ -225,13 +225,15 @@ def holder_script(root: Sysroot, hosts_file: Path, host_usr: Path) -> str:
             target.touch()
         lines.append(f"mount --bind {q(str(host_usr) + p[len('/usr') :])} {q(p)}")
     lines.append(f"mount --bind {q(str(hosts_file))} /etc/hosts")
+    if nsswitch is not None:
+        lines.append(f"mount --bind {q(str(nsswitch))} /etc/nsswitch.conf")
     lines.append("exec sleep infinity")
     return "\n".join(lines)
 
 
-def holder_argv(root: Sysroot, hosts_file: Path, host_usr: Path) -> list[str]:
+def holder_argv(root: Sysroot, hosts_file: Path, host_usr: Path, nsswitch: Path | None = None) -> list[str]:
     return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
-            holder_script(root, hosts_file, host_usr)]  # fmt: skip
+            holder_script(root, hosts_file, host_usr, nsswitch)]  # fmt: skip
 
 
 def enter_argv(holder_pid: int, argv: list[str], user: str | None = None, wd: str | None = None) -> list[str]:
