@@ -279,6 +279,10 @@ class Sandbox:
             ),
             "slurmctld": {"pid": state.slurmctld_pid, "running": _alive(state.slurmctld_pid, "slurmctld")},
             "munged": {"pid": state.munged_pid, "running": _alive(state.munged_pid, "munged")},
+            "namespace": {
+                "pid": state.holder_pid,
+                "running": state.slurm == "22.05" or sysroot.in_namespace(state.holder_pid),
+            },
             "s3": {
                 "pid": state.s3_pid,
                 "running": _alive(state.s3_pid, "moto"),

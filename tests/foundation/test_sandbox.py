@@ -147,7 +147,7 @@ def test_status_and_nodes_cli_json(sandbox):
         run_cli("sandbox", "status", "--root", str(sb.root), "--json", env=env, check=True).stdout
     )
     assert [n["name"] for n in status["nodes"]] == ["node1", "node2", "node3", "node4"]
-    assert status["slurmctld"]["running"] and status["s3"]["running"]
+    assert status["slurmctld"]["running"] and status["s3"]["running"] and status["namespace"]["running"]
     nodes = json.loads(run_cli("slurm", "nodes", "--json", env=env, check=True).stdout)["nodes"]
     assert {n["name"] for n in nodes} == {"node1", "node2", "node3", "node4"}
 
