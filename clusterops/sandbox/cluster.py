@@ -190,6 +190,7 @@ class Sandbox:
             )
         root = sysroot.Sysroot(Path(sysroot_path or (state.sysroot if state else "") or sysroot.DEFAULT_ROOT))
         self._preflight(slurm, root)
+        fresh = state is None
         if state is None:
             state = self._new_state(nodes, mode, cpus, memory_mb, slurm, root)
             say(f"sandbox: new {nodes}-node Slurm {slurm} cluster in {self.root} ({state.mode} mode)")
@@ -204,7 +205,9 @@ class Sandbox:
             self._start_node(state, node)
         self._save(state)
         say("sandbox: waiting for every node to be idle")
-        self.wait_idle(state, timeout)
+        # A new cluster's nodes must come up idle and clean; on one already in use, reservations,
+        # drains and jobs are its users' business: every node registered and responding is enough.
+        self.wait_idle(state, timeout, clean=fresh)
         if state.slurm != "22.05":
             self._settle(state, timeout)
         return state
@@ -221,7 +224,7 @@ class Sandbox:
         left = CTLD_SETTLE_S - (time.time() - started)
         if left > 0:
             time.sleep(left)
-            self.wait_idle(state, timeout)
+            self.wait_idle(state, timeout, clean=False)
 
     def state(self) -> State:
         state = State.load(self.layout.state_file)
@@ -378,7 +381,8 @@ class Sandbox:
             f"{name}: not back in service within {timeout:g}s (see {self.layout.node(name)}/slurmd.log)"
         )
 
-    def wait_idle(self, state: State, timeout: float) -> None:
+    def wait_idle(self, state: State, timeout: float, clean: bool = True) -> None:
+        """Every node registered and responding; with `clean`, also idle with no flag at all."""
         client = self._client()
         deadline = time.monotonic() + timeout
         last = "no answer from slurmctld yet"
@@ -391,7 +395,7 @@ class Sandbox:
                 waiting = [
                     f"{n.name}={seen[n.name].label}" if n.name in seen else f"{n.name}=missing"
                     for n in state.nodes
-                    if n.name not in seen or seen[n.name].state != "idle" or seen[n.name].flags
+                    if n.name not in seen or not _ready(seen[n.name], clean)
                 ]
                 if not waiting:
                     return
@@ -705,6 +709,12 @@ class Sandbox:
         raise SandboxError(
             f"{what} {path} did not appear within {timeout:g}s" + (f"; its log says: {why}" if why else "")
         )
+
+
+def _ready(node, clean: bool) -> bool:
+    if clean:
+        return node.state == "idle" and not node.flags
+    return node.responding and node.state in ("idle", "mixed", "allocated", "completing")
 
 
 def _zombie(pid: int) -> bool:
