@@ -16,7 +16,7 @@ import pytest
 from clusterops import config as config_mod
 from clusterops.fsutil import atomic_write_json, atomic_write_text
 from clusterops.health.fixture import FORMAT
-from tests.conftest import _sandbox_possible, run_cli, wait_for
+from tests.conftest import SLURM_VERSIONS, _sandbox_possible, run_cli, wait_for
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -36,17 +36,18 @@ def set_health(sb, **fields) -> None:
     atomic_write_text(path, config_mod.dumps_toml(cfg), mode=0o600)
 
 
-@pytest.fixture(scope="module")
-def hsb():
-    reason = _sandbox_possible()
+@pytest.fixture(scope="module", params=SLURM_VERSIONS)
+def hsb(request):
+    """A 2-node sandbox per Slurm version: drains and undrain are in the 22.05 compatibility subset."""
+    reason = _sandbox_possible(request.param)
     if reason:
         pytest.fail(f"sandbox tests cannot run: {reason}")
     from clusterops.sandbox.cluster import Sandbox
 
-    root = Path(tempfile.mkdtemp(prefix="co-health-", dir="/var/tmp"))
+    root = Path(tempfile.mkdtemp(prefix=f"co-health-{request.param}-", dir="/var/tmp"))
     sb = Sandbox(root)
     try:
-        state = sb.up(nodes=2, timeout=90)
+        state = sb.up(nodes=2, timeout=90, slurm=request.param)
         fx = root / "fixtures"
         fx.mkdir()
         for node in ("node1", "node2"):
