@@ -162,7 +162,18 @@ def test_watcher_does_nothing_on_an_answer_it_cannot_read(cluster, command, mode
     for f in modes.iterdir():
         f.unlink()
     mgr.tick()
-    assert sorted(client.reservation("train-t").nodes) == ["node2", "node3"]
+
+    def members():
+        res = client.reservation("train-t")
+        return sorted(res.nodes) if res else None
+
+    # Read until Slurm shows the swap (a reservation update is not always visible to the very next read).
+    try:
+        wait_for(lambda: members() == ["node2", "node3"], 15, "node3 swapped into train-t")
+    except AssertionError as e:
+        raise AssertionError(
+            f"{e}; train-t now {members()}; events {[x['event'] for x in read_events(tmp / 'events.ndjson')]}"
+        ) from None
 
 
 def test_watcher_survives_a_hung_and_a_restarted_slurmctld_then_fails_over(cluster):
