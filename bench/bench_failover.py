@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -283,6 +284,8 @@ def main() -> None:
     finally:
         bench.reset()
         bench.sb.down()
+        # The trials' own directories (data, per-trial logs) go too; nothing is mounted below root.
+        shutil.rmtree(root, ignore_errors=True)
     rows = []
     for kind in [k for k in ("drain", "kill") if results[k]]:
         s = spread([r["seconds"] for r in results[kind]])
