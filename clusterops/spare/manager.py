@@ -36,6 +36,11 @@ from clusterops.telemetry import Metric, log_event, write_textfile
 WARM_JOB_NAME = "clusterops-warm"
 DRAIN_PREFIX = "clusterops: spare:"
 MAX_BACKOFF_S = 60.0
+# A node Slurm reports not responding is read again this long after, and failed over only if it is
+# still so. Slurm 24.11 marks nodes DOWN "Not responding" for milliseconds at times (after slurmctld
+# starts or restarts, before a node's answer is counted): one such read must not requeue a whole job.
+# A drain is somebody's decision and is acted on at once.
+CONFIRM_S = 0.5
 
 # What a parser hands up when Slurm's answer is not the shape it expects. The client is meant to turn
 # these into SlurmError itself; the watcher converts any that still escape, at the read, so that nothing
@@ -128,6 +133,7 @@ class SpareManager:
         warm_timeout_s: float = 1800.0,
         remote_latest: Callable[[], int | None] | None = None,
         clock: Callable[[], float] = time.time,
+        confirm_s: float = CONFIRM_S,
     ) -> None:
         self.slurm = client
         self.reservation = reservation
@@ -140,6 +146,7 @@ class SpareManager:
         self.warm_command = warm_command or [sys.executable, "-m", "clusterops", "spare", "warm-here"]
         self.warm_timeout_s = warm_timeout_s
         self.remote_latest = remote_latest or (lambda: None)
+        self.confirm_s = confirm_s
         self.clock = clock
 
     # ------------------------------------------------------------------ reads
@@ -321,6 +328,8 @@ class SpareManager:
         if res is not None:
             for name in list(res.nodes):
                 why = failure_reason(nodes.get(name))
+                if why and _not_responding(nodes.get(name)):
+                    why = self._confirm(name, why)
                 if why:
                     self._failover(name, why, nodes, res, spare_res, jobs, state)
                     acted = True
@@ -331,6 +340,16 @@ class SpareManager:
         view = self._tend_spares(nodes, spare_res, jobs, None if acted else view)
         self._save(state)
         self._export(state, view)
+
+    def _confirm(self, name: str, why: str) -> str | None:
+        """Slurm said `name` stopped answering: read it again `confirm_s` later. The failure, or None
+        when Slurm has it answering again (its own momentary verdict, not a dead node)."""
+        self.event("failure_suspected", node=name, why=why, confirm_s=self.confirm_s)
+        time.sleep(self.confirm_s)
+        again = failure_reason(self.slurm.node(name))
+        if again is None:
+            self.event("failure_dismissed", node=name, why=why, confirm_s=self.confirm_s)
+        return again
 
     def watch(
         self,
@@ -694,6 +713,13 @@ def failure_reason(node: Node | None) -> str | None:
     if node.drained:
         return f"drained ({node.reason or 'no reason'})"
     return None
+
+
+def _not_responding(node: Node | None) -> bool:
+    """Slurm's own verdict that the node stopped answering (the flag, or DOWN for 'Not responding')."""
+    if node is None:
+        return False
+    return not node.responding or (node.state == "down" and "not responding" in node.reason.lower())
 
 
 def _sh_quote(arg: str) -> str:

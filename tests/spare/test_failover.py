@@ -246,3 +246,21 @@ def test_job_the_failure_ended_is_requeued_and_runs_again(cluster):
         "the rerun's output after the first run's",
     )
     assert events(tmp, "recovery_ended") == []
+
+
+def test_a_node_slurm_calls_not_responding_for_a_moment_is_not_failed_over(cluster):
+    """Slurm's own 'Not responding' DOWN on a node that does answer: Slurm itself returns it within
+    moments, as Slurm 24.11 does after its millisecond flips (22.05 keeps such a node DOWN, and then it
+    is failed over on the second read). The watcher reads it again confirm_s later
+    and leaves it be. (A node that stays silent is failed over: the dead-node test above.)"""
+    sb, client, mgr, tmp = cluster
+    mgr.min_spares = 0
+    mgr.confirm_s = 3.0
+    client.down("node2", "Not responding")
+    assert client.node("node2").state == "down"
+    mgr.tick()
+    assert [e["node"] for e in events(tmp, "failure_suspected")] == ["node2"]
+    assert [e["node"] for e in events(tmp, "failure_dismissed")] == ["node2"]
+    assert not events(tmp, "failure_detected")
+    assert sorted(client.reservation("train-t").nodes) == ["node1", "node2"]
+    assert client.node("node2").usable
