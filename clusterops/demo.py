@@ -56,6 +56,7 @@ class DemoResult:
     local_checkpoints: dict[str, list[str]]
     failover_seconds: float | None
     events: list[dict]
+    committed_steps: list[int] = field(default_factory=list)  # "checkpoint committed" in the job's log
     spare: str = SPARE
     spare_restaged: bool | None = None  # the spare's READY marker changed after the failure
     job_nodes_after: list[str] = field(default_factory=list)
@@ -390,4 +391,5 @@ class Demo:
             local_checkpoints=local,
             failover_seconds=running[-1].get("seconds_from_detection") if running else None,
             events=events,
+            committed_steps=[int(m) for m in re.findall(r"checkpoint committed: \S*?step-(\d+)", text)],
         )

@@ -76,7 +76,10 @@ class State:
     slurmctld_pid: int = 0
     s3_pid: int = 0
     nodes: list[NodeState] = field(default_factory=list)
-    slurmd_timeout: int = 2
+    # Slurm pings every SlurmdTimeout/3 s (whole seconds) and DOWNs a node not heard from for
+    # SlurmdTimeout: at 2, Slurm 24.11 DOWNed nodes at start and on a loaded 2-core machine mid-job
+    # (NODE_FAIL, job killed). At 10 a killed slurmd is still seen within about 3-6 s.
+    slurmd_timeout: int = 10
     message_timeout: int = 5
     slurm: str = "22.05"  # 22.05: the host's packages; 24.11: the Debian 13 root below
     sysroot: str = ""
@@ -216,7 +219,8 @@ class Sandbox:
         """Slurm 24.11's first ping rounds after slurmctld starts can mark nodes that registered moments
         before as not responding (seen 1 start in 4 here, ~4.4 s after start, with SlurmdTimeout 2 and 3),
         DOWN for a few milliseconds: long enough to requeue a job that had just started. Hand the
-        cluster over only once that window has passed and every node is idle again."""
+        cluster over only once that window has passed and every node is idle again. (SlurmdTimeout 10,
+        the default now, leaves a registration seconds more; this wait stays as the second guard.)"""
         try:
             started = psutil.Process(state.slurmctld_pid).create_time()
         except psutil.NoSuchProcess:

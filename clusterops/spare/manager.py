@@ -37,10 +37,11 @@ WARM_JOB_NAME = "clusterops-warm"
 DRAIN_PREFIX = "clusterops: spare:"
 MAX_BACKOFF_S = 60.0
 # A node Slurm reports not responding is read again this long after, and failed over only if it is
-# still so. Slurm 24.11 marks nodes DOWN "Not responding" for milliseconds at times (after slurmctld
-# starts or restarts, before a node's answer is counted): one such read must not requeue a whole job.
+# still so. Slurm 24.11 marks nodes DOWN "Not responding" for up to a second at times (after slurmctld
+# starts or restarts, or with a SlurmdTimeout of a few seconds under load; it returns them on the next
+# turn of its once-a-second background loop): one such read must not requeue a whole job.
 # A drain is somebody's decision and is acted on at once.
-CONFIRM_S = 0.5
+CONFIRM_S = 2.0
 
 # What a parser hands up when Slurm's answer is not the shape it expects. The client is meant to turn
 # these into SlurmError itself; the watcher converts any that still escape, at the read, so that nothing

@@ -32,7 +32,10 @@ def test_node_death_spare_swapped_in_job_resumes_from_checkpoint_without_restagi
     sandbox_left = (root / "sandbox.json").exists()
     shutil.rmtree(root, ignore_errors=True)
     assert result.resumed_from and result.resumed_from > 0
-    assert result.resumed_from % 40 == 0  # a committed checkpoint step (every 40 steps)
+    # A committed checkpoint: every 40 steps, or where a SIGTERM/SIGUSR1 stopped the job (a slow
+    # machine once had Slurm requeue the job a second time, and it resumed from that stop's step).
+    assert result.resumed_from in result.committed_steps, (result.resumed_from, result.committed_steps)
+    assert any(s % 40 == 0 for s in result.committed_steps), result.committed_steps
     assert SPARE in result.job_nodes_after and VICTIM not in result.job_nodes_after
     assert result.spare_restaged is False
     kinds = [e["event"] for e in result.events]
