@@ -2,14 +2,18 @@
 
 Layers, later wins: built-in defaults, /etc/clusterops/clusterops.toml, the file named by
 CLUSTEROPS_CONFIG, the file given with --config, then CLUSTEROPS_<SECTION>__<KEY> variables.
-Unknown keys and wrong types are errors naming the key and the file they came from.
+Unknown keys, wrong types and values out of range (RULES) are errors naming the key and the file they
+came from; the value is shown unless the key holds (or looks like it holds) a secret.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import socket
+import stat
 import tomllib
 import types
 import typing
@@ -160,6 +164,98 @@ class Config:
         return _to_dict(self, redact)
 
 
+# What a value must be beyond its type, by "section.key". Every number must also be finite and within
+# [0, MAX_NUMBER] unless its rule says otherwise; every string (and list item) at most MAX_STRING
+# characters with no control characters; every list at most MAX_ITEMS long. A zero or NaN timeout made a
+# hook spin; an empty drain prefix made every node look drained by us.
+MAX_NUMBER = 1e9
+MAX_STRING = 4096
+MAX_ITEMS = 4096
+
+
+@dataclass(frozen=True)
+class Rule:
+    lo: float = 0.0
+    hi: float = MAX_NUMBER
+    above: bool = False  # lo itself is not allowed (a timeout or an interval of 0)
+    choices: tuple[str, ...] = ()
+    pattern: str = ""  # a non-empty string (each list item) must match it whole
+    required: bool = False  # the empty string is not allowed
+    hint: str = ""  # what the pattern means, for the error line
+
+
+_SECONDS = Rule(above=True, hi=MAX_NUMBER)
+_COUNT = Rule(lo=1)
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_ABS = Rule(pattern=r"(?!(.*/)?\.\.(/|$))/.*", required=True, hint="an absolute path without '..'")
+_ABS_OR_EMPTY = dataclasses.replace(_ABS, required=False)
+_KEY_PREFIX = Rule(
+    pattern=r"(?!/)(?!(.*/)?\.\.(/|$))[A-Za-z0-9._/=-]+",
+    hint="an S3 key prefix (letters, digits, . _ - = /; no leading '/', no '..')",
+)
+
+RULES: dict[str, Rule] = {
+    "cluster.name": Rule(pattern=_NAME, required=True, hint="a name (letters, digits, . _ -)"),
+    "cluster.profile": Rule(required=True),
+    "paths.state_dir": _ABS,
+    "paths.local_root": _ABS,
+    "paths.log_dir": _ABS,
+    "paths.textfile_dir": _ABS,
+    "slurm.backend": Rule(choices=("auto", "command", "pyslurm")),
+    "slurm.conf": _ABS_OR_EMPTY,
+    "slurm.timeout_s": _SECONDS,
+    "slurm.bin_dir": _ABS_OR_EMPTY,
+    "s3.endpoint_url": Rule(pattern=r"https?://[^\s/@]+(/\S*)?", hint="an http(s):// URL"),
+    "s3.region": Rule(pattern=r"[a-z0-9-]+", hint="a region name like us-east-1"),
+    "s3.bucket": Rule(pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", hint="a bucket name"),
+    "s3.prefix": _KEY_PREFIX,
+    "s3.connect_timeout_s": _SECONDS,
+    "s3.read_timeout_s": _SECONDS,
+    "s3.max_attempts": Rule(lo=1, hi=100),
+    "s3.multipart_chunk_mb": Rule(lo=5, hi=5120),  # S3's own part-size limits
+    "s3.max_concurrency": Rule(lo=1, hi=1024),
+    "s3.upload_concurrency": Rule(lo=1, hi=1024),
+    "s3.download_chunk_mb": Rule(lo=1, hi=5120),
+    "health.check_timeout_s": _SECONDS,
+    "health.budget_s": _SECONDS,
+    "health.disabled": Rule(pattern=_NAME, hint="a check name"),
+    "health.drain_prefix": Rule(
+        pattern=r"[A-Za-z][A-Za-z0-9_.:/-]{0,63}",
+        required=True,
+        hint="a tag like 'clusterops:' (a letter, then letters, digits, _ . : / -)",
+    ),
+    "health.prolog_checks": Rule(pattern=_NAME, hint="a check name"),
+    "health.epilog_checks": Rule(pattern=_NAME, hint="a check name"),
+    "health.healthcheck_checks": Rule(pattern=_NAME, hint="a check name"),
+    "health.state_file": _ABS_OR_EMPTY,
+    "health.event_log": _ABS_OR_EMPTY,
+    "health.textfile_name": Rule(pattern=r"[A-Za-z0-9_][A-Za-z0-9_.-]*", hint="a file name without '/'"),
+    "health.xid_window_s": _SECONDS,
+    "health.counter_window_s": _SECONDS,
+    "health.isolation": Rule(choices=("fork", "inline")),
+    "staging.max_workers": Rule(lo=1, hi=1024),
+    "staging.buffer_mb": Rule(lo=1, hi=4096),
+    "staging.commit_mb": _COUNT,
+    "staging.poll_s": _SECONDS,
+    "checkpoint.local_root": _ABS,
+    "checkpoint.s3_prefix": dataclasses.replace(_KEY_PREFIX, required=True),
+    "checkpoint.keep_local": _COUNT,  # 0 would delete the newest local step
+    "checkpoint.interval_s": _SECONDS,
+    "checkpoint.lag_warning_s": _SECONDS,
+    "checkpoint.lag_critical_s": _SECONDS,
+    "spare.reservation": Rule(pattern=_NAME, required=True, hint="a Slurm reservation name"),
+    "spare.spare_reservation": Rule(pattern=_NAME, hint="a Slurm reservation name"),
+    "spare.spares": Rule(pattern=r"[A-Za-z0-9._\[\],-]+", hint="a node name or host list"),
+    "spare.poll_s": _SECONDS,
+    "spare.warm_timeout_s": _SECONDS,
+    "spare.remote": Rule(pattern=r"s3://[A-Za-z0-9][A-Za-z0-9._-]*(/\S*)?", hint="s3://bucket/prefix"),
+}
+_DEFAULT_RULE = Rule()
+# A key whose name says it holds a credential: its value is never shown, even in an error.
+_SECRET_NAME = re.compile(r"key|secret|token|passw|credential|auth", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def node_name() -> str:
     """This node's Slurm name: SLURMD_NODENAME (set in hooks), CLUSTEROPS_NODE, else the short hostname."""
     for var in ("SLURMD_NODENAME", "CLUSTEROPS_NODE"):
@@ -188,18 +284,57 @@ def load(path: str | os.PathLike[str] | None = None, env: typing.Mapping[str, st
     for file in files:
         _merge_file(cfg, file)
     _merge_env(cfg, env)
+    ck = cfg.checkpoint
+    if ck.lag_critical_s < ck.lag_warning_s:
+        origin = ", ".join(cfg.sources) or "environment"
+        raise ConfigError(
+            f"{origin}: key 'checkpoint.lag_critical_s' ({ck.lag_critical_s:g}) must not be below"
+            f" 'checkpoint.lag_warning_s' ({ck.lag_warning_s:g})"
+        )
     return cfg
 
 
-def _merge_file(cfg: Config, file: Path) -> None:
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config(file: Path) -> str:
+    """The file's text; a FIFO or device would block or never end, so only a regular file is read."""
     try:
-        data = tomllib.loads(file.read_text())
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(f"{file}: config file not found") from None
     except OSError as e:
         raise ConfigError(f"{file}: cannot read config: {e.strerror}") from None
+    except ValueError:  # a NUL in the name
+        raise ConfigError(f"{file!r}: not a valid file name") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{file}: cannot read config: not a regular file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{file}: config is {st.st_size} bytes, more than {MAX_CONFIG_BYTES}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot read config: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {e.start})") from None
+
+
+def _merge_file(cfg: Config, file: Path) -> None:
+    text = _read_config(file)
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{file}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{file}: not valid TOML: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer literal of thousands of digits
+        raise ConfigError(f"{file}: not valid TOML: {str(e)[:120]}") from None
     for section_name, values in data.items():
         section = _section(cfg, section_name, str(file))
         if not isinstance(values, dict):
@@ -230,11 +365,58 @@ def _assign(section: Any, section_name: str, key: str, value: Any, origin: str, 
     if key not in hints:
         known = ", ".join(sorted(hints))
         raise ConfigError(f"{origin}: unknown key '{section_name}.{key}' (known: {known})")
-    setattr(section, key, _coerce(hints[key], value, f"{origin}: key '{section_name}.{key}'", from_env))
+    name = f"{section_name}.{key}"
+    shown = _secret_key(section, key)
+    where = f"{origin}: key '{name}'"
+    value = _coerce(hints[key], value, where, from_env, shown)
+    rule = RULES.get(name, _DEFAULT_RULE)
+    for item in value if isinstance(value, list) else [value]:
+        _check(rule, item, where, shown)
+    if isinstance(value, list) and len(value) > MAX_ITEMS:
+        raise ConfigError(f"{where} has {len(value)} items, more than {MAX_ITEMS}")
+    setattr(section, key, value)
 
 
-def _coerce(kind: Any, value: Any, where: str, from_env: bool) -> Any:
+def _secret_key(section: Any, key: str) -> bool:
+    """True where the value must never be shown: the field is a secret, or its name says it is one."""
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    return bool(_SECRET_NAME.search(key)) or bool(key in fields and fields[key].metadata.get("secret"))
+
+
+def _show(value: Any, secret: bool) -> str:
+    """A value for an error line: never a secret, never more than a line's worth."""
+    if secret:
+        return REDACTED
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check(rule: Rule, value: Any, where: str, secret: bool) -> None:
+    got = f"got {_show(value, secret)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, {got}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        low_ok = value > rule.lo if rule.above else value >= rule.lo
+        if not low_ok or value > rule.hi:
+            low = f"above {rule.lo:g}" if rule.above else f"at least {rule.lo:g}"
+            raise ConfigError(f"{where} must be {low} and at most {rule.hi:g}, {got}")
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            raise ConfigError(f"{where} is {len(value)} characters long, more than {MAX_STRING}")
+        if _CONTROL.search(value):
+            raise ConfigError(f"{where} must not contain control characters, {got}")
+        if rule.choices and value not in rule.choices:
+            raise ConfigError(f"{where} must be one of {', '.join(rule.choices)}, {got}")
+        if not value:
+            if rule.required:
+                raise ConfigError(f"{where} must not be empty")
+        elif rule.pattern and not re.fullmatch(rule.pattern, value):
+            raise ConfigError(f"{where} must be {rule.hint or 'of the form ' + rule.pattern}, {got}")
+
+
+def _coerce(kind: Any, value: Any, where: str, from_env: bool, secret: bool = False) -> Any:
     origin = typing.get_origin(kind)
+    got = f"got {_show(value, secret)}"
     if kind is bool:
         if from_env and isinstance(value, str):
             lowered = value.strip().lower()
@@ -244,7 +426,7 @@ def _coerce(kind: Any, value: Any, where: str, from_env: bool) -> Any:
                 return False
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
+        raise ConfigError(f"{where} must be true or false, {got}")
     if kind is int:
         if from_env and isinstance(value, str):
             try:
@@ -253,7 +435,7 @@ def _coerce(kind: Any, value: Any, where: str, from_env: bool) -> Any:
                 pass
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
+        raise ConfigError(f"{where} must be an integer, {got}")
     if kind is float:
         if from_env and isinstance(value, str):
             try:
@@ -262,18 +444,18 @@ def _coerce(kind: Any, value: Any, where: str, from_env: bool) -> Any:
                 pass
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{where} must be a number, got {value!r}")
+        raise ConfigError(f"{where} must be a number, {got}")
     if kind is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where} must be a string, got {value!r}")
+        raise ConfigError(f"{where} must be a string, {got}")
     if origin is list:
         (item,) = typing.get_args(kind)
         if from_env and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        return [_coerce(item, v, f"{where}[{i}]", from_env) for i, v in enumerate(value)]
+            raise ConfigError(f"{where} must be a list, {got}")
+        return [_coerce(item, v, f"{where}[{i}]", from_env, secret) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f"{where}: union types are not supported in config sections")
     raise ConfigError(f"{where}: unsupported config type {kind!r}")
