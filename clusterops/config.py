@@ -298,7 +298,8 @@ MAX_CONFIG_BYTES = 1 << 20
 
 
 def _read_config(file: Path) -> str:
-    """The file's text; a FIFO or device would block or never end, so only a regular file is read."""
+    """The file's text. A FIFO would block a hook forever, so only a regular file or a character
+    device (`--config /dev/null`: defaults only) is read, and at most MAX_CONFIG_BYTES of it."""
     try:
         fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -309,12 +310,12 @@ def _read_config(file: Path) -> str:
         raise ConfigError(f"{file!r}: not a valid file name") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode)):
             raise ConfigError(f"{file}: cannot read config: not a regular file")
-        if st.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{file}: config is {st.st_size} bytes, more than {MAX_CONFIG_BYTES}")
         with os.fdopen(os.dup(fd), "rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{file}: config is larger than {MAX_CONFIG_BYTES} bytes")
     except OSError as e:
         raise ConfigError(f"{file}: cannot read config: {e.strerror}") from None
     finally:

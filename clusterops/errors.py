@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class ClusteropsError(Exception):
     """Base for every error the CLI turns into one clear line and a non-zero exit."""
@@ -15,3 +17,16 @@ class ConfigError(ClusteropsError):
 
 class UsageError(ClusteropsError):
     """Bad input on the command line or in a file the user handed us."""
+
+
+class UnsafePathError(ClusteropsError, OSError):
+    """A file root would write, lock or read is a symlink, a hard link or not a regular file. It is also
+    an OSError, so code that treats a failed log or state write as an I/O error keeps doing so."""
+
+    def __init__(self, path: object, fault: str) -> None:
+        OSError.__init__(self, errno.ELOOP, fault, str(path))
+        self.path = str(path)
+        self.fault = fault
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.fault}; refusing to use it"

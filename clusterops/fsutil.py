@@ -7,9 +7,46 @@ import functools
 import json
 import mmap
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from clusterops.errors import UnsafePathError
+
+
+def open_nofollow(path: str | os.PathLike[str], flags: int, mode: int = 0o644) -> int:
+    """Open a file that root writes, locks or reads back (state, lock, log) without following a symlink
+    at its name, without blocking on a FIFO, and only if it is a regular file with a single link: a user
+    who can write to the directory must not point root at another file. Returns the descriptor."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafePathError(path, "is a symlink") from None
+        if e.errno == errno.ENXIO:  # a FIFO with no reader, opened for writing
+            raise UnsafePathError(path, "is not a regular file") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePathError(path, "is not a regular file")
+        if st.st_nlink > 1:
+            raise UnsafePathError(path, f"has {st.st_nlink} hard links")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def refuse_symlink(path: str | os.PathLike[str]) -> None:
+    """Raise UnsafePathError where `path` exists as a symlink."""
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            raise UnsafePathError(path, "is a symlink")
+    except FileNotFoundError:
+        pass
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -92,7 +129,7 @@ class DirectWriter:
     def __init__(self, fd: int, path: str | os.PathLike[str]):
         self.fd = fd
         try:
-            self.direct = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+            self.direct = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:  # EINVAL: this filesystem has no O_DIRECT
             self.direct = -1
         # Threads may share a writer: the O_DIRECT descriptor closes only in close().
@@ -120,16 +157,19 @@ class DirectWriter:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> Path:
-    """Write `data` so that readers see either the old file or the whole new one, even after kill -9."""
+    """Write `data` so that readers see either the old file or the whole new one, even after kill -9.
+    The temp file is private (mkstemp: O_EXCL, mode 0600, in the target's directory) until renamed; a
+    target that is a symlink is refused, and rename would replace the link, never write through it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    refuse_symlink(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), mode)  # by descriptor: the name could be swapped for a link meanwhile
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -150,5 +190,6 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, mode: int = 0o644)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    with open(path, "rb") as f:
+    """A JSON file we wrote (state): a symlink, FIFO or hard link in its place is refused."""
+    with os.fdopen(open_nofollow(path, os.O_RDONLY), "rb") as f:
         return json.load(f)

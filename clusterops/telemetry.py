@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterops.fsutil import atomic_write_text
+from clusterops.fsutil import atomic_write_text, open_nofollow
 
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
@@ -23,7 +23,7 @@ def log_event(path: str | os.PathLike[str], kind: str, **fields: Any) -> dict[st
     line = (json.dumps(event, sort_keys=True, default=str) + "\n").encode()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = open_nofollow(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # a planted symlink is refused
     try:
         os.write(fd, line)
     finally:
@@ -32,15 +32,18 @@ def log_event(path: str | os.PathLike[str], kind: str, **fields: Any) -> dict[st
 
 
 def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Events in order; a torn last line (a writer killed mid-write) is skipped, not fatal."""
+    """Events in order; a torn last line (a writer killed mid-write) or any line that is not one JSON
+    object is skipped, not fatal. A symlink in the log's place is refused."""
     out = []
     try:
-        with open(path) as f:
+        with os.fdopen(open_nofollow(path, os.O_RDONLY), "rb") as f:
             for line in f:
                 try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
+                    event = json.loads(line)
+                except (ValueError, RecursionError):
                     continue
+                if isinstance(event, dict):
+                    out.append(event)
     except FileNotFoundError:
         pass
     return out

@@ -7,6 +7,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from clusterops.fsutil import open_nofollow
+
 
 class Lock:
     """Non-blocking exclusive lock; `acquired` says whether this process holds it."""
@@ -19,7 +21,7 @@ class Lock:
 
     def __enter__(self) -> Lock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # never through a symlink
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

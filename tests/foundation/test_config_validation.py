@@ -116,7 +116,7 @@ def test_lag_critical_must_not_be_below_warning(tmp_path):
 def test_good_values_still_load(tmp_path):
     cfg = load_toml(
         tmp_path,
-        "[health]\ncheck_timeout_s = 0.5\ndrain_prefix = \"co:\"\nisolation = \"inline\"\n"
+        '[health]\ncheck_timeout_s = 0.5\ndrain_prefix = "co:"\nisolation = "inline"\n'
         '[slurm]\nbackend = "command"\n[checkpoint]\ns3_prefix = "runs/smol-3b"\nkeep_local = 2\n'
         '[s3]\nbucket = "my-bucket.eu"\nendpoint_url = "http://127.0.0.1:9000"\n'
         '[paths]\nstate_dir = "/var/tmp/nodes/{node}/state"\n',
@@ -224,3 +224,9 @@ def test_config_check_exits_2_naming_the_key(tmp_path, text, key):
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and key in lines[0] and str(conf) in lines[0]
+
+
+def test_dev_null_means_defaults_and_an_endless_device_is_refused():
+    assert config.load("/dev/null", env={}).sources == ["/dev/null"]
+    with pytest.raises(ConfigError, match="larger than"):
+        config.load("/dev/zero", env={})
