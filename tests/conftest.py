@@ -17,13 +17,17 @@ from clusterops.proc import poll_until
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "clusterops"]
+TRACEBACK = "Traceback (most recent call last)"
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = False):
-    """Run the real `clusterops` CLI as a user would; returns CompletedProcess with text output."""
+    """Run the real `clusterops` CLI as a user would; returns CompletedProcess with text output. A Python
+    traceback on stderr fails the test whatever the exit code: every error a user can cause is one line."""
     result = subprocess.run(
         [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy(), cwd=REPO
     )
+    if TRACEBACK in result.stderr:
+        raise AssertionError(f"clusterops {' '.join(args)} ended in a traceback:\n{result.stderr[-4000:]}")
     if check and result.returncode != 0:
         raise AssertionError(f"clusterops {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
     return result

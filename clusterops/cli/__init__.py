@@ -95,6 +95,14 @@ def main() -> None:
     except ClusteropsError as e:
         print(f"clusterops: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except (OSError, ValueError, RecursionError) as e:  # bad input or path: one line (cli/common.py)
+        from clusterops.cli.common import input_error
+
+        line = input_error(e)
+        if line is None:
+            raise
+        print(f"clusterops: {line[0]}", file=sys.stderr)
+        sys.exit(line[1])
     except KeyboardInterrupt:
         print("clusterops: interrupted", file=sys.stderr)
         sys.exit(130)
