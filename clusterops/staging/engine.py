@@ -240,7 +240,9 @@ class _Lock:
     def __init__(self, meta: Path):
         meta.mkdir(parents=True, exist_ok=True)
         self.path = meta / "lock"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        from clusterops.fsutil import open_nofollow
+
+        self.fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # never through a symlink
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
