@@ -14,12 +14,15 @@ from typing import Any
 
 from clusterops.fsutil import atomic_write_text, open_nofollow
 
+EVENT_FORMAT = 1
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
 def log_event(path: str | os.PathLike[str], kind: str, **fields: Any) -> dict[str, Any]:
-    """Append one event as a JSON line; a single O_APPEND write so concurrent writers do not interleave."""
-    event = {"ts": round(time.time(), 3), "event": kind, **fields}
+    """Append one event as a JSON line; a single O_APPEND write so concurrent writers do not interleave.
+    Each line carries EVENT_FORMAT ("v"); readers take lines of any version (old writers run on during
+    an upgrade) and rely only on "ts" and "event"."""
+    event = {"ts": round(time.time(), 3), "event": kind, "v": EVENT_FORMAT, **fields}
     line = (json.dumps(event, sort_keys=True, default=str) + "\n").encode()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

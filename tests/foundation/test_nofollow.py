@@ -84,6 +84,7 @@ def test_event_log_still_appends_normally(tmp_path):
     with open(log, "ab") as f:
         f.write(b"[" * 100000 + b"\n" + b"\xff\xfe\n" + b"7\n" + b'{"event": "torn"')
     assert [e["event"] for e in telemetry.read_events(log)] == ["a", "b"]
+    assert {e["v"] for e in telemetry.read_events(log)} == {telemetry.EVENT_FORMAT}
 
 
 def test_checkpoint_lock_through_a_symlink_is_refused(tmp_path, victim):
