@@ -66,9 +66,10 @@ def undrain(
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be resumed; resume nothing."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Resume nodes drained with the `clusterops:` reason that pass the checks now. A node drained by
-    hand (any other reason) is left alone. Each node is checked here, as that node: run it on the node
-    itself, or where node fixtures are configured (the sandbox)."""
+    """Resume nodes that clusterops itself drained (their reason carries its valid ownership tag) and
+    that pass the checks now. A node drained by anyone else is left alone, whatever its reason says. Each
+    node is checked here, as that node: run it on the node itself, or where node fixtures are configured
+    (the sandbox)."""
     from clusterops.health import undrain as undrain_mod
 
     cfg = get_config(ctx)

@@ -6,8 +6,8 @@ use and never reaches a shell.
 
 The rules when Slurm itself misbehaves (docs/health.md, "When Slurm does not answer"):
 - Slurm's only answer to a Prolog that exits non-zero is to drain the node. So the prolog exits
-  non-zero only for a fault of the node itself: a CRITICAL health verdict, or a dataset the job names
-  that is not READY here. Only a node's own fault drains a node.
+  non-zero only for a fault of the node itself: a CRITICAL health verdict, or a dataset the cluster
+  knows that is not READY here. Only a node's own fault drains a node.
 - Every Slurm call a hook makes (reading the job's comment, a drain, failing a job) has a short
   timeout (SLURM_TRY_S) and one retry after RETRY_PAUSE_S; then the hook follows its rule and moves on.
 - The dataset gate reads the job's comment from SLURM_JOB_COMMENT when slurmd sets it (24.11), with no
@@ -15,7 +15,8 @@ The rules when Slurm itself misbehaves (docs/health.md, "When Slurm does not ans
   the job starts, and an alert event (`staging_gate`, outcome `unknown`, alert true) says its datasets
   were not checked on this node. Failing the job instead would need slurmctld, which is not answering,
   and exiting non-zero would drain a healthy node for the controller's outage.
-- A job whose `--comment datasets=...` is malformed is the job's fault: the prolog exits 0 after
+- A job whose `--comment datasets=...` is malformed, or names a dataset the cluster does not know, is
+  the job's fault: the prolog exits 0 after
   cancelling the job (`scancel`, with the reason in the job's AdminComment), so the node is not drained.
   If even the cancel fails (Slurm gone in between), the job runs and an alert event says so.
 - A drain that Slurm does not take (twice) is an alert event (`drain_failed`); the prolog still exits 1
@@ -207,15 +208,10 @@ def _drain(cfg, report, env: JobEnv, drain, export) -> None:
 def _drain_reason(cfg, node: str, reason: str, env: JobEnv, drain, export) -> None:
     from clusterops.errors import ClusteropsError
 
-    def once() -> None:
-        view = drain.node_view(slurm, node)
-        if not view.drained:
-            slurm.drain(node, drain.clip(reason.replace("=", ":"), drain.REASON_MAX))
-
     try:
         slurm = _slurm(cfg)
-        _twice(once)
-        export.event(cfg, node, "drain", hook="prolog", reason=reason, job=env.job_id)
+        action, reason = _twice(lambda: drain.drain_with(cfg, slurm, node, reason))
+        export.event(cfg, node, "drain", hook="prolog", action=action, reason=reason, job=env.job_id)
     except ClusteropsError as e:
         export.event(cfg, node, "drain_failed", hook="prolog", error=str(e), job=env.job_id, alert=True)
 

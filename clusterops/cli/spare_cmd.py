@@ -12,6 +12,7 @@ app = typer.Typer(no_args_is_help=True)
 
 def manager(ctx: typer.Context):
     from clusterops import config as config_mod
+    from clusterops.health import ownership
     from clusterops.slurm import SlurmClient
     from clusterops.spare.manager import SpareManager
     from clusterops.spare.warm import remote_url
@@ -40,6 +41,7 @@ def manager(ctx: typer.Context):
         job_name=cfg.spare.job_name,
         warm_timeout_s=cfg.spare.warm_timeout_s,
         remote_latest=remote_latest,
+        drain_key=ownership.key_path(cfg),
     )
 
 

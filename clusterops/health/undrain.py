@@ -1,7 +1,8 @@
-"""`health undrain`: resume nodes whose drain reason carries our prefix and which pass the checks now.
+"""`health undrain`: resume nodes whose drain clusterops set (its reason carries our valid ownership tag,
+clusterops.health.ownership) and which pass the checks now.
 
-A drain set by anyone else is never undone. The node is re-read just before it is resumed, so a
-person who drains it by hand in the meantime wins.
+A drain set by anyone else is never undone, whatever its reason starts with. The node is re-read just
+before it is resumed, so a person who drains it by hand in the meantime wins.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ class Undrained:
 
 
 def undrain(cfg: config_mod.Config, nodes: list[str] | None = None, dry_run: bool = False) -> list[Undrained]:
-    prefix = cfg.health.drain_prefix
     slurm = drain.client(cfg)
+    try:
+        key = drain.key(cfg, create=False)
+    except ClusteropsError as e:
+        key, no_key = None, str(e)
     known = {n.name: n for n in slurm.nodes()}
-    targets = nodes or sorted(n.name for n in known.values() if n.drained and n.reason.startswith(prefix))
+    targets = nodes or sorted(n.name for n in known.values() if n.drained and drain.owned(key, n))
     here = config_mod.node_name()
     out = []
     for name in targets:
@@ -34,8 +38,11 @@ def undrain(cfg: config_mod.Config, nodes: list[str] | None = None, dry_run: boo
             out.append(Undrained(name, "error", "Slurm does not know this node"))
         elif not n.drained:
             out.append(Undrained(name, "not-drained", n.label))
-        elif not n.reason.startswith(prefix):
-            out.append(Undrained(name, "not-ours", f"drained by someone else: {n.reason}"))
+        elif key is None:
+            out.append(Undrained(name, "not-ours", f"cannot tell whose drain it is: {no_key}"))
+        elif not drain.owned(key, n):
+            why = key.why_not(n.name, n.reason, n.reason_time)
+            out.append(Undrained(name, "not-ours", f"drained by someone else ({why}): {n.reason}"))
         elif not cfg.health.fixture and name != here:
             out.append(
                 Undrained(
@@ -43,11 +50,11 @@ def undrain(cfg: config_mod.Config, nodes: list[str] | None = None, dry_run: boo
                 )
             )
         else:
-            out.append(_one(cfg, slurm, name, prefix, dry_run))
+            out.append(_one(cfg, slurm, key, name, dry_run))
     return out
 
 
-def _one(cfg: config_mod.Config, slurm, name: str, prefix: str, dry_run: bool) -> Undrained:
+def _one(cfg: config_mod.Config, slurm, key, name: str, dry_run: bool) -> Undrained:
     try:
         report, _ = service.evaluate(cfg, hook="undrain", node=name)
     except ClusteropsError as e:
@@ -59,7 +66,7 @@ def _one(cfg: config_mod.Config, slurm, name: str, prefix: str, dry_run: bool) -
         return Undrained(name, "would-resume", f"passes now ({report.verdict.label})")
     try:
         view = drain.node_view(slurm, name)
-        if not (view.drained and view.reason.startswith(prefix)):
+        if not (view.drained and drain.owned(key, view)):
             return Undrained(name, "not-ours", f"changed meanwhile: {view.state} {view.reason}")
         slurm.resume(name)
     except ClusteropsError as e:

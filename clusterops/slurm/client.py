@@ -83,10 +83,16 @@ class SlurmClient:
         return self.backend.nodes()
 
     def node(self, name: str) -> Node:
-        for n in self.nodes():
-            if n.name == name:
-                return n
-        raise SlurmError(f"node {name!r}: Slurm does not know it")
+        """One node, read from Slurm's JSON (that node alone where the version can)."""
+        one = getattr(self.backend, "node", None)
+        found = (
+            one(_check_name("node", name))
+            if one is not None
+            else next((n for n in self.nodes() if n.name == name), None)
+        )
+        if found is None:
+            raise SlurmError(f"node {name!r}: Slurm does not know it")
+        return found
 
     def jobs(self) -> list[Job]:
         return self.backend.jobs()

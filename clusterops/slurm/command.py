@@ -120,6 +120,22 @@ class CommandBackend:
         argv = ["scontrol", "--json", "show", "nodes"] if self.scontrol_json else ["sinfo", "--json"]
         return parse_nodes(self._json(argv), " ".join(argv))
 
+    def node(self, name: str) -> Node | None:
+        """One node, or None when Slurm does not know it: `scontrol --json show node NAME` where the
+        version has it (one record), else the whole `sinfo --json` (22.05 ignores its filters)."""
+        if not self.scontrol_json:
+            return next((n for n in self.nodes() if n.name == name), None)
+        argv = ["scontrol", "--json", "show", "node", name]
+        try:
+            payload = self._json(argv)
+        except SlurmUnavailable:
+            raise
+        except SlurmError as e:
+            if "invalid node name" in str(e).lower():
+                return None
+            raise
+        return next((n for n in parse_nodes(payload, " ".join(argv)) if n.name == name), None)
+
     def jobs(self) -> list[Job]:
         # 23.02+ squeue lists only unfinished jobs by default; 22.05's --json lists all it still holds.
         argv = ["squeue", "--json", "--states=all"] if self.scontrol_json else ["squeue", "--json"]

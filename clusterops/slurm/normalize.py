@@ -367,6 +367,7 @@ def _node(r: _Reader, n: dict[str, Any], path: str) -> Node:
         address=r.string(n, "address", path),
         cpus=r.number(n, "cpus", path) or 0,
         extra=r.string(n, "extra", path),
+        reason_time=r.number(n, "reason_changed_at", path) or None,
     )
 
 

@@ -16,6 +16,7 @@ class Node:
     address: str = ""
     cpus: int = 0
     extra: str = ""  # free-form node data; clusterops keeps a spare's warmth here
+    reason_time: int | None = None  # when the reason was set (Unix time), where Slurm says
 
     @property
     def drained(self) -> bool:

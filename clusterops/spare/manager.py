@@ -29,12 +29,15 @@ from typing import Any
 
 from clusterops.errors import ClusteropsError
 from clusterops.fsutil import atomic_write_json, read_json
+from clusterops.health import ownership
 from clusterops.slurm import Job, Node, Reservation, SlurmClient, SlurmError, SlurmUnavailable
 from clusterops.spare.warmth import Warmth
 from clusterops.telemetry import Metric, log_event, write_textfile
 
 WARM_JOB_NAME = "clusterops-warm"
 DRAIN_PREFIX = "clusterops: spare:"
+# The reason Slurm itself gives a node it marks DOWN for not answering: Slurm's, not a person's.
+SLURM_NOT_RESPONDING = "Not responding"
 MAX_BACKOFF_S = 60.0
 # A node Slurm reports not responding is read again this long after, and failed over only if it is
 # still so. Slurm 24.11 marks nodes DOWN "Not responding" for up to a second at times (after slurmctld
@@ -42,11 +45,17 @@ MAX_BACKOFF_S = 60.0
 # turn of its once-a-second background loop): one such read must not requeue a whole job.
 # A drain is somebody's decision and is acted on at once.
 CONFIRM_S = 2.0
+# spare-watch.json: v2 carries `"v"`; v1 (the previous format) is the same fields without it.
+STATE_VERSION = 2
 
 # What a parser hands up when Slurm's answer is not the shape it expects. The client is meant to turn
 # these into SlurmError itself; the watcher converts any that still escape, at the read, so that nothing
 # but SlurmError ever comes out of a Slurm read here (and a bug elsewhere is not mistaken for one).
 _PARSE_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError)
+
+
+class StateFormatError(ClusteropsError):
+    """The watcher's state file is unreadable or written by a newer format."""
 
 
 class SnapshotError(SlurmError):
@@ -135,6 +144,7 @@ class SpareManager:
         remote_latest: Callable[[], int | None] | None = None,
         clock: Callable[[], float] = time.time,
         confirm_s: float = CONFIRM_S,
+        drain_key: Path | None = None,
     ) -> None:
         self.slurm = client
         self.reservation = reservation
@@ -149,6 +159,9 @@ class SpareManager:
         self.remote_latest = remote_latest or (lambda: None)
         self.confirm_s = confirm_s
         self.clock = clock
+        # The same key as the nodes' health hooks (clusterops.health.ownership): drains set here are
+        # provably ours to every reader, and a reason nobody here set is never written over.
+        self.drain_key_path = drain_key or state_dir / ".keys" / "drain.key"
 
     # ------------------------------------------------------------------ reads
     def snapshot(self) -> tuple[dict[str, Node], Reservation | None, Reservation | None, list[Job]]:
@@ -424,14 +437,22 @@ class SpareManager:
                         self.event("recovery_step_failed", job_id=job.job_id, error=str(e))
             # A dead node holds its jobs in COMPLETING until Slurm's own timeouts mark it DOWN; say so now.
             try:
-                self.slurm.down(failed, f"{DRAIN_PREFIX} {why}")
-                self.event("marked_down", node=failed, reason=f"{DRAIN_PREFIX} {why}")
-            except SlurmError as e:
+                reason = self._reason(node, failed, why)
+                if reason is None:
+                    self.event("mark_down_skipped", node=failed, reason=node.reason, why="not our reason")
+                else:
+                    self.slurm.down(failed, reason)
+                    self.event("marked_down", node=failed, reason=reason)
+            except ClusteropsError as e:
                 self.event("mark_down_failed", node=failed, error=str(e))
         if node is None or not node.drained:
             # DRAIN as well, so the node stays out when its slurmd registers again (ReturnToService).
-            self.slurm.drain(failed, f"{DRAIN_PREFIX} {why}")
-            self.event("drained", node=failed, reason=f"{DRAIN_PREFIX} {why}")
+            reason = self._reason(node, failed, why)
+            if reason is None:
+                self.event("drain_skipped", node=failed, reason=node.reason if node else "")
+            else:
+                self.slurm.drain(failed, reason)
+                self.event("drained", node=failed, reason=reason)
         spare = self._pick_spare(nodes, spare_res, jobs)
         members = [n for n in res.nodes if n != failed]
         if spare is not None:
@@ -531,9 +552,12 @@ class SpareManager:
             if s.warmth.state in ("failed",) or (s.warmth.health is not None and not s.warmth.healthy):
                 # A spare that fails its health check is not a spare.
                 self._leave_spare_reservation(spare_res, s.node)
-                self.slurm.drain(
-                    s.node, f"{DRAIN_PREFIX} failed warm-up: {s.warmth.detail or 'health check'}"
-                )
+                node = nodes.get(s.node)
+                if node is None or not node.drained:
+                    why = f"failed warm-up: {s.warmth.detail or 'health check'}"
+                    reason = self._reason(node, s.node, why)
+                    if reason is not None:
+                        self.slurm.drain(s.node, reason)
                 self.event("spare_rejected", node=s.node, detail=s.warmth.detail, health=s.warmth.health)
                 spare_res = self.read().reservations.get(self.spare_reservation)
                 acted = True
@@ -622,6 +646,27 @@ class SpareManager:
                     cancelled.add(j.job_id)
             time.sleep(0.2)
 
+    def _key(self) -> ownership.DrainKey | None:
+        try:
+            return ownership.load(self.drain_key_path)
+        except ClusteropsError as e:
+            self.event("drain_key_unusable", error=str(e), alert=True)
+            return None
+
+    def _reason(self, node: Node | None, name: str, why: str) -> str | None:
+        """The reason for a drain or DOWN of `name`: ours, tagged; or, when the node holds a reason
+        someone else set (a person's drain), that reason word for word, so it is never written over;
+        None when even that cannot be passed back to scontrol (then nothing is set)."""
+        key = self._key()
+        if node is not None and node.reason and (node.drained or node.state == "down"):
+            ours = key is not None and key.owns(name, node.reason, node.reason_time)
+            slurms = not node.drained and node.reason == SLURM_NOT_RESPONDING
+            if not ours and not slurms:
+                kept = node.reason
+                return kept if "=" not in kept and kept == " ".join(kept.split()) else None
+        text = f"{DRAIN_PREFIX} {why}"
+        return key.sign(name, text) if key is not None else ownership.normalize(text)[:240]
+
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
         return log_event(self.event_log, f"spare.{kind}", **fields)
 
@@ -630,14 +675,10 @@ class SpareManager:
             raw = read_json(self.state_file)
         except (FileNotFoundError, ValueError):
             return WatchState()
-        return WatchState(
-            recoveries=[Recovery(**r) for r in raw.get("recoveries", [])],
-            failovers=int(raw.get("failovers", 0)),
-            last_failover_s=raw.get("last_failover_s"),
-        )
+        return parse_state(raw, str(self.state_file))
 
     def _save(self, state: WatchState) -> None:
-        atomic_write_json(self.state_file, asdict(state))
+        atomic_write_json(self.state_file, {"v": STATE_VERSION, **asdict(state)})
 
     def _export(self, state: WatchState, view: Snapshot | None = None) -> None:
         if self.textfile_dir is None:
@@ -662,6 +703,47 @@ class SpareManager:
                 ).add(state.last_failover_s)
             )
         write_textfile(self.textfile_dir, "clusterops_spare", metrics)
+
+
+def parse_state(raw: Any, where: str = "spare-watch.json") -> WatchState:
+    """The watcher's state file: format v2 (`"v": 2`) or the previous, unversioned v1 (same fields).
+    A newer format is refused with one line: an older watcher must not act on, or write over, it."""
+    if not isinstance(raw, dict):
+        raise StateFormatError(f"{where}: not a JSON object")
+    v = raw.get("v", 1)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise StateFormatError(f"{where}: format v {v!r} is not a version")
+    if v > STATE_VERSION:
+        raise StateFormatError(
+            f"{where}: format v{v} is newer than this clusterops knows (v{STATE_VERSION}): upgrade clusterops"
+        )
+    try:
+        recoveries = [_recovery(r) for r in raw.get("recoveries", [])]
+        failovers = raw.get("failovers", 0)
+        last = raw.get("last_failover_s")
+        if not isinstance(failovers, int) or isinstance(failovers, bool) or failovers < 0:
+            raise ValueError(f"failovers {failovers!r}")
+        if last is not None and not _number(last):
+            raise ValueError(f"last_failover_s {last!r}")
+    except (TypeError, ValueError) as e:
+        raise StateFormatError(f"{where}: {e}") from None
+    return WatchState(recoveries=recoveries, failovers=failovers, last_failover_s=last)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _recovery(r: Any) -> Recovery:
+    if not isinstance(r, dict):
+        raise ValueError("a recovery is not an object")
+    known = {k: v for k, v in r.items() if k in Recovery.__dataclass_fields__}
+    rec = Recovery(**known)
+    if not isinstance(rec.job_id, int) or not isinstance(rec.failed, str):
+        raise ValueError(f"recovery {str(r)[:80]}: job_id or failed of the wrong type")
+    if not _number(rec.detected) or (rec.spare is not None and not isinstance(rec.spare, str)):
+        raise ValueError(f"recovery {str(r)[:80]}: detected or spare of the wrong type")
+    return rec
 
 
 def _read(what: str, fn: Callable[[], Any]) -> Any:

@@ -12,8 +12,10 @@ Where the comment comes from, so that a Slurm outage cannot drain a node:
 
 The verdict says whose fault a refusal is, and the prolog acts on that (clusterops/cli/hook_cmd.py):
 - `pass`: nothing named, or everything named is READY here;
-- `not_ready`: a named dataset is not READY on this node: the node's own state (drain);
-- `bad_job`: the job's comment names datasets badly: the job's fault (fail the job, never the node);
+- `not_ready`: a dataset the cluster knows (listed in `[staging] datasets`, or staged here before) is not
+  READY on this node: the node's own state (drain);
+- `bad_job`: the job's comment names datasets badly, or names a dataset the cluster does not know: the
+  job's fault (cancel the job with the reason, never drain the node);
 - `unknown`: Slurm did not answer twice: nobody's fault (let the job start, raise an alert);
 - `node_error`: the prolog's own environment is broken (no valid job id, node name or slurm.conf).
 
@@ -138,8 +140,24 @@ def evaluate_job(
         return GateVerdict(
             "pass", f"dataset gate: job {job_id} names no dataset", job_id, comment_from=source, tries=tries
         )
+    unknown = [n for n in names if not known_dataset(cfg, n, node)]
+    if unknown:
+        detail = (
+            f"dataset gate: job {job_id}: --comment names unknown dataset(s) {', '.join(unknown)} "
+            f"(not in [staging] datasets, never staged on {node})"
+        )
+        return GateVerdict("bad_job", detail, job_id, names, source, tries)
     ok, detail = check_datasets(cfg, names, node, job_id)
     return GateVerdict("pass" if ok else "not_ready", detail, job_id, names, source, tries)
+
+
+def known_dataset(cfg: config_mod.Config, name: str, node: str) -> bool:
+    """Whether the cluster knows dataset `name`: the staging config lists it, or it was staged on this
+    node (its bookkeeping is here). A job naming any other is the job's mistake, not the node's."""
+    if any(item.partition("=")[0].strip() == name for item in cfg.staging.datasets):
+        return True
+    root = state.datasets_root(config_mod.node_path(cfg.paths.local_root, node))
+    return os.path.isdir(state.meta_dir(root / name))
 
 
 def _ask_scontrol(cfg, job_id: str, conf: str, sleep, clock) -> tuple[str | None, int, str]:

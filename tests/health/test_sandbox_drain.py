@@ -1,6 +1,6 @@
 """Done-when, on a real Slurm cluster (a 2-node sandbox of our own, so we may change its config):
 the periodic HealthCheckProgram drains exactly the node whose fixture shows a pending row remap,
-with a `clusterops: gpu:` reason; `health undrain` resumes it once healthy and leaves a node drained by
+with a tagged `clusterops: gpu:` reason; `health undrain` resumes it once healthy and leaves a node drained by
 hand alone; a prolog failure requeues the job and drains the node with our reason."""
 
 from __future__ import annotations
@@ -135,3 +135,84 @@ def test_prolog_failure_requeues_the_job_and_drains_the_node(hsb):
         play(fx, "node2", "healthy_p5")
         set_health(sb, healthcheck_checks=[])
     assert undrain(env)["node2"]["action"] == "resumed"
+
+
+def set_staging(sb, **fields) -> None:
+    path = sb.layout.clusterops_conf
+    cfg = config_mod.load(path, env={})
+    for key, value in fields.items():
+        setattr(cfg.staging, key, value)
+    atomic_write_text(path, config_mod.dumps_toml(cfg), mode=0o600)
+
+
+def test_undrain_resumes_only_a_drain_clusterops_set_itself(hsb):
+    """Checked after landing, exactly so: acting as node1 with a healthy fixture, a node drained by hand
+    with reason `clusterops:x by hand` stays drained after `clusterops health undrain node1`, while a
+    drain that `clusterops hook healthcheck` itself set on a failing fixture is resumed."""
+    sb, env, fx = hsb
+    slurm = sb._client()
+    as_node1 = {**env, "SLURMD_NODENAME": "node1"}
+    wait_for(lambda: all(n.usable for n in nodes(sb).values()), 30, "both nodes usable", step=1)
+    play(fx, "node1", "healthy_p5")
+    slurm.drain("node1", "clusterops:x by hand")
+    try:
+        done = undrain(as_node1, "node1")
+        assert done["node1"]["action"] == "not-ours", done
+        n1 = nodes(sb)["node1"]
+        assert n1.drained and n1.reason == "clusterops:x by hand", n1
+        # The hook, on a failing node already drained by a person, keeps the person's reason too.
+        play(fx, "node1", "row_remap_pending")
+        assert run_cli("hook", "healthcheck", env=as_node1, timeout=120).returncode == 2
+        assert nodes(sb)["node1"].reason == "clusterops:x by hand"
+    finally:
+        play(fx, "node1", "healthy_p5")
+        slurm.resume("node1")
+
+    play(fx, "node1", "row_remap_pending")
+    assert run_cli("hook", "healthcheck", env=as_node1, timeout=120).returncode == 2
+    n1 = nodes(sb)["node1"]
+    assert n1.drained and n1.reason.startswith("clusterops: gpu: GPU 3") and " #co1." in n1.reason, n1
+    play(fx, "node1", "healthy_p5")
+    done = undrain(as_node1, "node1")
+    assert done["node1"]["action"] == "resumed", done
+    assert not nodes(sb)["node1"].drained
+
+
+def test_prolog_cancels_a_job_for_its_own_mistake_and_drains_only_for_the_node_s_fault(hsb):
+    """A job naming a dataset nobody knows, or naming datasets badly, is cancelled with the reason in its
+    AdminComment and the node stays up; a known dataset not READY on the node drains that node."""
+    sb, env, fx = hsb
+    slurm = sb._client()
+    wait_for(lambda: all(n.usable for n in nodes(sb).values()), 30, "both nodes usable", step=1)
+    set_staging(sb, datasets=["known=/nonexistent/known/manifest.json"])
+    try:
+        for comment, why in (
+            ("datasets=nosuch", "unknown dataset(s) nosuch"),
+            ("datasets=../etc", "not valid"),
+        ):
+            job = slurm.submit(
+                ["-w", "node1", "-o", "/dev/null", f"--comment={comment}", "--wrap", "sleep 30"]
+            )
+            wait_for(
+                lambda j=job: slurm.job(j).state == "CANCELLED", 60, f"job with {comment} cancelled", step=1
+            )
+            record = slurm.cmd.scontrol("show", "job", "-o", str(job))
+            assert f"AdminComment=clusterops prolog on node1: dataset gate: job {job}: --comment" in record
+            assert why in record
+            n1 = nodes(sb)["node1"]
+            assert not n1.drained and n1.usable, n1
+
+        job = slurm.submit(
+            ["-w", "node2", "-o", "/dev/null", "--comment=datasets=known", "--wrap", "sleep 1"]
+        )
+        try:
+            n2 = wait_for(
+                lambda: (n := nodes(sb)["node2"]).drained and n, 60, "node2 drained by the prolog", step=1
+            )
+            assert n2.reason.startswith("clusterops: staging: dataset gate:") and " #co1." in n2.reason, n2
+            assert "known (not staged here)" in n2.reason
+        finally:
+            slurm.cancel(job)
+    finally:
+        set_staging(sb, datasets=[])
+    assert undrain(env, "node2")["node2"]["action"] == "resumed"
