@@ -83,7 +83,12 @@ def expected_files(step_dir: str | Path) -> dict[str, int] | None:
         rel = getattr(info, "relative_path", None)
         if not isinstance(rel, str):
             raise UsageError(f"{path}: a storage_data entry has no relative_path")
-        end = int(getattr(info, "offset", 0) or 0) + int(getattr(info, "length", 0) or 0)
+        if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in rel.split("/")):
+            raise UsageError(f"{path}: storage path {rel!r} leaves the checkpoint directory")
+        offset, length = getattr(info, "offset", 0) or 0, getattr(info, "length", 0) or 0
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (offset, length)):
+            raise UsageError(f"{path}: storage offset/length of {rel!r} is not a size")
+        end = offset + length
         out[rel] = max(out.get(rel, 0), end)
     return out
 

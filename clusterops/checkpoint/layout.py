@@ -9,7 +9,7 @@ every file, then writes the manifest atomically (temp, fsync, rename), so a mani
 half-written checkpoint. The manifest JSON (keys sorted, 2-space indent):
 
     {
-      "format": "clusterops-checkpoint/1",
+      "format": "clusterops-checkpoint/2",  # /1 (read too): RNG state in rng-rank<R>.pt, not .safetensors
       "step": 100,                    # training step
       "tokens_seen": 409600000,       # tokens consumed when the checkpoint was taken (0: unknown)
       "dir_name": "step-100",         # the local directory name, restored by a pull
@@ -45,11 +45,17 @@ from typing import Any
 
 from clusterops import checksum
 from clusterops.checkpoint import dcp
+from clusterops.checkpoint.safeio import read_regular
 from clusterops.errors import UsageError
 from clusterops.fsutil import atomic_write_bytes
 
 MANIFEST_NAME = "clusterops-manifest.json"
-FORMAT = "clusterops-checkpoint/1"
+FORMAT_NAME = "clusterops-checkpoint"
+FORMAT_VERSION = 2
+FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
+READS = (FORMAT_VERSION - 1, FORMAT_VERSION)  # the current format and the previous one
+MANIFEST_MAX = 256 << 20  # bytes: a million files' entries fit well inside
+NAME_MAX = 4096  # characters of a path, host or date field
 STEP_RE = re.compile(r"^(?:step-|step_|iter_)?(\d+)$")
 
 
@@ -97,36 +103,127 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> Manifest:
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ManifestError(f"{where}: not a clusterops checkpoint manifest (format {FORMAT!r})")
-        try:
-            files = [FileEntry(str(f["path"]), int(f["size"]), str(f["crc32c"])) for f in d["files"]]
-            m = cls(
-                step=int(d["step"]),
-                files=files,
-                tokens_seen=int(d.get("tokens_seen", 0)),
-                dir_name=str(d.get("dir_name", "")),
-                created_at=str(d.get("created_at", "")),
-                host=str(d.get("host", "")),
-                expected_files=d.get("expected_files"),
-                parts=d.get("parts"),
-                complete=bool(d.get("complete", True)),
-                extra=dict(d.get("extra") or {}),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ManifestError(f"{where}: malformed manifest ({e!r})") from None
-        for f in files:
-            _check_relpath(f.path, where)
+        """The typed manifest of parsed JSON `d`; a ManifestError naming `where`, the field and the value
+        for anything else (wrong type, negative or non-finite number, a path that leaves the directory)."""
+        if not isinstance(d, dict):
+            raise ManifestError(f"{where}: not a clusterops checkpoint manifest (not a JSON object)")
+        fmt = format_version(d.get("format"), FORMAT_NAME, READS, where)
+        files_raw = d.get("files")
+        if not isinstance(files_raw, list):
+            raise ManifestError(f"{where}: files = {_show(files_raw)}, not a list")
+        files = []
+        for i, f in enumerate(files_raw):
+            if not isinstance(f, dict):
+                raise ManifestError(f"{where}: files[{i}] = {_show(f)}, not an object")
+            path = _relpath(f.get("path"), f"{where}: files[{i}].path")
+            crc = f.get("crc32c")
+            if not isinstance(crc, str) or not _CRC_RE.match(crc):
+                raise ManifestError(f"{where}: files[{i}].crc32c = {_show(crc)}, not 8 lowercase hex digits")
+            files.append(FileEntry(path, _count(f.get("size"), f"{where}: files[{i}].size"), crc))
+        if len({f.path for f in files}) != len(files):
+            raise ManifestError(f"{where}: files lists a path twice")
+        expected = d.get("expected_files")
+        if expected is not None:
+            if not isinstance(expected, list):
+                raise ManifestError(f"{where}: expected_files = {_show(expected)}, not a list or null")
+            expected = [_relpath(e, f"{where}: expected_files[{i}]") for i, e in enumerate(expected)]
+        parts = d.get("parts")
+        if parts is not None and _count(parts, f"{where}: parts") < 1:
+            raise ManifestError(f"{where}: parts = {parts}, must be >= 1 or null")
+        complete = d.get("complete", True)
+        if not isinstance(complete, bool):
+            raise ManifestError(f"{where}: complete = {_show(complete)}, not true or false")
+        extra = d.get("extra") or {}
+        if not isinstance(extra, dict):
+            raise ManifestError(f"{where}: extra = {_show(extra)}, not an object")
+        dir_name = _text(d.get("dir_name", ""), f"{where}: dir_name")
+        if dir_name and (parse_step(dir_name) is None or "/" in dir_name):
+            raise ManifestError(f"{where}: dir_name = {_show(dir_name)}, not a step directory name")
+        m = cls(
+            step=_count(d.get("step"), f"{where}: step"),
+            files=files,
+            tokens_seen=_count(d.get("tokens_seen", 0), f"{where}: tokens_seen"),
+            dir_name=dir_name,
+            created_at=_text(d.get("created_at", ""), f"{where}: created_at"),
+            host=_text(d.get("host", ""), f"{where}: host"),
+            expected_files=expected,
+            parts=parts,
+            complete=complete,
+            extra=dict(extra),
+            format=f"{FORMAT_NAME}/{fmt}",
+        )
         return m
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> Manifest:
-        import json
+        if len(data) > MANIFEST_MAX:
+            raise ManifestError(f"{where}: {len(data)} bytes, more than a manifest may hold ({MANIFEST_MAX})")
+        return cls.from_dict(load_json(data, where), where)
 
-        try:
-            return cls.from_dict(json.loads(data), where)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ManifestError(f"{where}: manifest is not valid JSON ({e})") from None
+
+_CRC_RE = re.compile(r"^[0-9a-f]{8}$")
+
+
+def load_json(data: bytes, where: str) -> Any:
+    """Strict JSON from untrusted bytes: no NaN/Infinity, no nesting deep enough to exhaust the stack."""
+    import json
+
+    try:
+        return json.loads(data, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ManifestError(f"{where}: JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise ManifestError(f"{where}: not valid JSON ({' '.join(str(e).split())[:160]})") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def format_version(value: Any, name: str, reads: tuple[int, ...], where: str) -> int:
+    """The version N of `value` == 'NAME/N' when this clusterops reads it; else a one-line refusal."""
+    prefix = f"{name}/"
+    if not isinstance(value, str) or not value.startswith(prefix) or not value[len(prefix) :].isdigit():
+        raise ManifestError(f"{where}: format = {_show(value)}, not {name!r} (format {prefix}{reads[-1]})")
+    version = int(value[len(prefix) :][:9])
+    if version > reads[-1]:
+        raise ManifestError(
+            f"{where}: format {value} is newer than this clusterops reads ({prefix}{reads[-1]}); upgrade it"
+        )
+    if version not in reads:
+        raise ManifestError(f"{where}: format {value} is too old; this clusterops reads {reads}")
+    return version
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _count(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value >= 1 << 63:
+        raise ManifestError(f"{what} = {_show(value)}, not a whole number >= 0")
+    return value
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or len(value) > NAME_MAX or _has_control(value):
+        raise ManifestError(f"{what} = {_show(value)}, not plain text")
+    return value
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def _relpath(value: Any, what: str) -> str:
+    rel = _text(value, what)
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in rel:
+        raise ManifestError(f"{what} = {_show(rel)} leaves the checkpoint directory")
+    if rel == MANIFEST_NAME:
+        raise ManifestError(f"{what} = {_show(rel)}: the manifest cannot list itself")
+    return rel
 
 
 @dataclass(frozen=True)
@@ -170,7 +267,7 @@ def is_committed(step_dir: str | os.PathLike[str]) -> bool:
 def read_manifest(step_dir: str | os.PathLike[str]) -> Manifest:
     path = manifest_path(step_dir)
     try:
-        return Manifest.from_bytes(path.read_bytes(), str(path))
+        return Manifest.from_bytes(read_regular(path, MANIFEST_MAX), str(path))
     except FileNotFoundError:
         raise ManifestError(f"{step_dir}: not committed (no {MANIFEST_NAME})") from None
 
@@ -309,9 +406,3 @@ def newest_committed(root: str | os.PathLike[str]) -> StepDir | None:
 
 def _crc_hex(path: Path) -> str:
     return checksum.to_hex(checksum.crc32c_file(path))
-
-
-def _check_relpath(rel: str, where: str) -> None:
-    parts = rel.split("/")
-    if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise ManifestError(f"{where}: path {rel!r} leaves the checkpoint directory")

@@ -30,6 +30,8 @@ from clusterops.checkpoint.layout import (
     FileEntry,
     Manifest,
     ManifestError,
+    format_version,
+    load_json,
     parse_step,
     step_dir_name,
 )
@@ -38,6 +40,9 @@ from clusterops.s3 import S3Url
 
 PARTS_DIR = "_clusterops/parts"
 LATEST = "latest"
+LATEST_FORMAT_NAME = "clusterops-latest"
+LATEST_FORMAT_VERSION = 1  # version 0, read too: the same record without a "format" key
+LATEST_MAX = 64 << 10  # bytes
 
 
 @dataclass
@@ -46,6 +51,32 @@ class Latest:
     etag: str = ""
     last_modified: float = 0.0  # unix time
     raw: dict[str, Any] = field(default_factory=dict)
+    format: int = LATEST_FORMAT_VERSION
+
+
+def parse_latest(data: bytes, where: str) -> Latest:
+    """The typed `latest` pointer in `data` (current or previous format); a ManifestError naming `where`,
+    the field and the value for anything else."""
+    if len(data) > LATEST_MAX:
+        raise ManifestError(f"{where}: {len(data)} bytes, more than a latest pointer may hold ({LATEST_MAX})")
+    raw = load_json(data, where)
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where}: not a latest pointer (not a JSON object)")
+    version = 0
+    if "format" in raw:
+        version = format_version(
+            raw["format"], LATEST_FORMAT_NAME, (LATEST_FORMAT_VERSION - 1, LATEST_FORMAT_VERSION), where
+        )
+    step = raw.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 1 << 63:
+        raise ManifestError(f"{where}: step = {step!r:.60}, not a whole number >= 0")
+    if "dir" in raw and raw["dir"] != step_dir_name(step):
+        raise ManifestError(f"{where}: dir = {raw['dir']!r:.60} does not name step {step}")
+    for key in ("manifest", "updated_at", "host"):
+        v = raw.get(key, "")
+        if not isinstance(v, str) or len(v) > 4096 or any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ManifestError(f"{where}: {key} = {v!r:.60}, not plain text")
+    return Latest(step, raw=raw, format=version)
 
 
 @dataclass
@@ -137,11 +168,9 @@ class Remote:
         got = self.get_bytes(key)
         if got is None:
             return None
-        try:
-            raw = json.loads(got[0])
-            return Latest(int(raw["step"]), got[1], got[2], raw)
-        except (ValueError, KeyError, TypeError) as e:
-            raise TransferError(f"s3://{self.bucket}/{key}: not a latest pointer ({e})") from None
+        latest = parse_latest(got[0], f"s3://{self.bucket}/{key}")
+        latest.etag, latest.last_modified = got[1], got[2]
+        return latest
 
     def parts(self, step: int) -> list[tuple[Manifest, bytes]]:
         """Every node's uploaded part of `step`: (manifest, its exact bytes)."""
@@ -273,6 +302,7 @@ class Remote:
                 return cur.step == step
             body = json.dumps(
                 {
+                    "format": f"{LATEST_FORMAT_NAME}/{LATEST_FORMAT_VERSION}",
                     "step": step,
                     "dir": step_dir_name(step),
                     "manifest": self.manifest_key(step),

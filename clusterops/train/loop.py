@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -21,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from clusterops.config import node_name, node_path
+from clusterops.errors import UsageError
 from clusterops.train import checkpoint as ckpt
 from clusterops.train import parallel
 from clusterops.train.config import TrainConfig
@@ -113,7 +115,7 @@ def data_root(cfg: TrainConfig, d: parallel.Dist) -> Path:
     if cfg.data.path:
         return node_path(cfg.data.path)  # `{node}`: this node's staged copy on its local NVMe
     m = cfg.model
-    root = Path(tempfile.gettempdir()) / (
+    root = private_dir(d.local_rank == 0) / (
         f"clusterops-synthetic-v{m.vocab_size}-t{cfg.data.synthetic_tokens}-{node_name()}"
     )
     if d.local_rank == 0:
@@ -122,7 +124,32 @@ def data_root(cfg: TrainConfig, d: parallel.Dist) -> Path:
         )
     if dist.is_initialized():
         dist.barrier()
+    if d.local_rank != 0:
+        private_dir(create=False)  # exists now: check it before reading from it
     return root
+
+
+def private_dir(create: bool = True) -> Path:
+    """This user's own directory in the temp dir (mode 0700, owned by us, not a symlink): nobody else can
+    plant a symlink or file where the trainer writes. One that fails those checks is refused, not used."""
+    path = Path(tempfile.gettempdir()) / f"clusterops-{os.getuid()}"
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path  # another local rank creates it; it is checked again before anyone writes there
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{path}: not a plain directory (a symlink or file planted there?); remove it")
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise UsageError(
+            f"{path}: owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}; the trainer needs "
+            f"its own private directory there (uid {os.getuid()}, mode 700): remove it"
+        )
+    return path
 
 
 def _bf16(cfg: TrainConfig, d: parallel.Dist) -> bool:
@@ -219,7 +246,10 @@ def run(
     if root and (found := ckpt.newest(root, agree=d.world > 1)) is not None:
         state = ckpt.load(found, model, optimizer)
         step, tokens_seen = state["step"], state["tokens_seen"]
-        loader.load_state_dict(state["loader"])
+        try:
+            loader.load_state_dict(state["loader"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"{found}: cannot resume its data order ({e})") from None
         result.resumed_from = str(found)
         say(f"resumed from {found} (step {step}, {tokens_seen} tokens)")
     result.start_step = step
