@@ -41,6 +41,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from clusterops import checksum
@@ -120,8 +121,15 @@ class Manifest:
             if not isinstance(crc, str) or not _CRC_RE.match(crc):
                 raise ManifestError(f"{where}: files[{i}].crc32c = {_show(crc)}, not 8 lowercase hex digits")
             files.append(FileEntry(path, _count(f.get("size"), f"{where}: files[{i}].size"), crc))
-        if len({f.path for f in files}) != len(files):
+        paths = {f.path for f in files}
+        if len(paths) != len(files):
             raise ManifestError(f"{where}: files lists a path twice")
+        for f in files:
+            parent = f.path.rpartition("/")[0]
+            while parent:
+                if parent in paths:
+                    raise ManifestError(f"{where}: {parent!r} is listed as a file and as a directory")
+                parent = parent.rpartition("/")[0]
         expected = d.get("expected_files")
         if expected is not None:
             if not isinstance(expected, list):
@@ -362,6 +370,21 @@ def write_manifest(step_dir: str | os.PathLike[str], manifest: Manifest | bytes)
     return atomic_write_bytes(manifest_path(step_dir), data)
 
 
+def require_plain_files(step_dir: str | os.PathLike[str], manifest: Manifest) -> None:
+    """Every file `manifest` lists is a regular file here (not a symlink, FIFO, device or directory)."""
+    root = Path(step_dir)
+    for f in manifest.files:
+        p = root / f.path
+        try:
+            mode = os.lstat(p).st_mode
+        except FileNotFoundError:
+            raise ManifestError(f"{p}: listed in the manifest but missing") from None
+        except NotADirectoryError:
+            raise ManifestError(f"{p}: listed in the manifest, but a parent is a file") from None
+        if not S_ISREG(mode):
+            raise ManifestError(f"{p}: not a regular file; a checkpoint holds plain files only")
+
+
 def verify(step_dir: str | os.PathLike[str], checksums: bool = True) -> VerifyReport:
     """Check every file the manifest lists: present, same size, and (unless checksums=False) same CRC32C."""
     root = Path(step_dir)
@@ -374,10 +397,14 @@ def verify(step_dir: str | os.PathLike[str], checksums: bool = True) -> VerifyRe
     for f in manifest.files:
         p = root / f.path
         try:
-            size = p.stat().st_size
-        except FileNotFoundError:
+            st = os.lstat(p)
+        except (FileNotFoundError, NotADirectoryError):
             report.problems.append(f"{p}: missing")
             continue
+        if not S_ISREG(st.st_mode):
+            report.problems.append(f"{p}: not a regular file")
+            continue
+        size = st.st_size
         if size != f.size:
             report.problems.append(f"{p}: {size} bytes, manifest says {f.size}")
         elif checksums and _crc_hex(p) != f.crc32c:

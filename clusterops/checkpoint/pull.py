@@ -46,9 +46,14 @@ def pull(remote: Remote, dest_root: str | Path, transfers: Transfers, step: int 
         raise TransferError(f"{remote}: step {n} has no manifest in S3 (never completed, or pruned)")
     manifest = layout.Manifest.from_bytes(data, f"s3://{remote.bucket}/{remote.manifest_key(n)}")
     root = Path(dest_root)
+    if root.is_symlink():
+        raise UsageError(f"{root}: the pull destination is a symlink; give the directory it points at")
     root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
     name = manifest.dir_name if layout.parse_step(manifest.dir_name or "") == n else layout.step_dir_name(n)
     target = root / name
+    if target.is_symlink() or target.resolve().parent != root:
+        raise UsageError(f"{target}: a symlink or outside {root}; refusing to pull into it")
 
     part = None  # this node's own part of a multi-node checkpoint, replaced by the whole one
     if target.exists():
@@ -77,6 +82,10 @@ def pull(remote: Remote, dest_root: str | Path, transfers: Transfers, step: int 
         raise TransferError(f"{remote}: step {n}: {short[0]} has another size in S3 than its manifest says")
 
     tmp = root / f".{name}.pull-{os.getpid()}"
+    if tmp.is_symlink():  # our own name (our pid): a leftover of an earlier process, or planted
+        tmp.unlink()
+    elif tmp.exists():
+        shutil.rmtree(tmp)
     try:
         tmp.mkdir()
         futures = []
@@ -131,4 +140,7 @@ def _clean_stale(root: Path, name: str) -> None:
     for child in [*root.glob(f".{name}.pull-*"), *root.glob(f".{name}.part-*")]:
         pid = child.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(child, ignore_errors=True)
+            if child.is_symlink():
+                child.unlink()  # never rmtree through a link
+            else:
+                shutil.rmtree(child, ignore_errors=True)

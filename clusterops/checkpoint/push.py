@@ -12,6 +12,7 @@ from pathlib import Path
 from clusterops.checkpoint import layout
 from clusterops.checkpoint.layout import FileEntry
 from clusterops.checkpoint.remote import Remote
+from clusterops.checkpoint.safeio import read_regular
 from clusterops.checkpoint.transfer import TransferError, Transfers
 from clusterops.errors import UsageError
 
@@ -53,6 +54,7 @@ def push(
         return PushResult(None, "nothing", f"{local_root}: no committed checkpoint to push")
     manifest = layout.read_manifest(chosen.path)
     n = manifest.step
+    layout.require_plain_files(chosen.path, manifest)  # a FIFO or symlink in its place: refuse, never block
 
     existing = remote.manifest(n)
     if existing is not None:
@@ -101,7 +103,7 @@ def push(
             n, "already", f"step {n}: already complete in {remote}", len(todo), sent, time.monotonic() - t0
         )
 
-    remote.put_part(n, node, layout.manifest_path(chosen.path).read_bytes())
+    remote.put_part(n, node, read_regular(layout.manifest_path(chosen.path), layout.MANIFEST_MAX))
     done = finalize(remote, n, node, verified=manifest.files)
     took = time.monotonic() - t0
     if not done.complete:

@@ -288,7 +288,9 @@ class Remote:
             complete=True,
             extra=lead.extra,
         )
-        return Completeness(True, merged, merged.to_bytes())
+        data = merged.to_bytes()
+        Manifest.from_bytes(data, f"step {step}: the union of its parts")  # the same checks as any manifest
+        return Completeness(True, merged, data)
 
     def move_latest(self, step: int, host: str) -> bool:
         """Point `latest` at `step` unless it already points at a newer one; compare-and-swap on the ETag

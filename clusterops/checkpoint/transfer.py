@@ -20,6 +20,7 @@ from typing import Any
 from awscrt import checksums
 
 from clusterops import checksum
+from clusterops.checkpoint.safeio import open_regular
 from clusterops.errors import ClusteropsError
 from clusterops.fsutil import DirectWriter, aligned_buffer, start_writeback
 from clusterops.s3 import raw_body
@@ -157,8 +158,11 @@ class Transfers:
         return self.files.submit(self._put_multipart, path, bucket, key, size, crc_hex)
 
     def _read(self, path: str | os.PathLike[str], offset: int, length: int) -> bytes:
-        with open(path, "rb", buffering=0) as f:
-            data = os.pread(f.fileno(), length, offset)
+        fd = open_regular(path)
+        try:
+            data = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
         if len(data) != length:
             raise TransferError(f"{path}: shorter than its manifest says (changed since commit?)")
         return data
