@@ -206,3 +206,15 @@ def _replace_byte_item(step_dir: Path, fqn: str, payload: bytes) -> str:
     (step_dir / rel).write_bytes(bytes(out))
     (step_dir / ".metadata").write_bytes(pickle.dumps(meta))
     return fqn
+
+
+def test_export_hf_reads_through_the_same_allow_list(saved, tmp_path):
+    ckpt, step_dir = _copy(saved, tmp_path)
+    marker = tmp_path / "pwned"
+    (step_dir / ".metadata").write_bytes(pickle.dumps(_Plant(marker)))
+    _recommit(step_dir)
+    out = tmp_path / "OUT"
+    r = run_cli("train", "export-hf", str(step_dir), str(out), env=_env(tmp_path), timeout=300)
+    assert not marker.exists(), f"the planted pickle ran: {marker} was created"
+    _assert_refused(r, ".metadata")
+    assert not out.exists() or list(out.iterdir()) == []
