@@ -142,9 +142,10 @@ def evaluate_job(
         )
     unknown = [n for n in names if not known_dataset(cfg, n, node)]
     if unknown:
+        missing = "; ".join(f"{n} (not staged here)" for n in unknown)
         detail = (
-            f"dataset gate: job {job_id}: --comment names unknown dataset(s) {', '.join(unknown)} "
-            f"(not in [staging] datasets, never staged on {node})"
+            f"dataset gate: job {job_id} on {node}: not READY: {missing}; the job names unknown "
+            f"dataset(s) {', '.join(unknown)} (not in [staging] datasets, never staged on {node})"
         )
         return GateVerdict("bad_job", detail, job_id, names, source, tries)
     ok, detail = check_datasets(cfg, names, node, job_id)

@@ -187,7 +187,7 @@ def test_prolog_cancels_a_job_for_its_own_mistake_and_drains_only_for_the_node_s
     set_staging(sb, datasets=["known=/nonexistent/known/manifest.json"])
     try:
         for comment, why in (
-            ("datasets=nosuch", "unknown dataset(s) nosuch"),
+            ("datasets=nosuch", "names unknown dataset(s) nosuch"),
             ("datasets=../etc", "not valid"),
         ):
             job = slurm.submit(
@@ -197,7 +197,7 @@ def test_prolog_cancels_a_job_for_its_own_mistake_and_drains_only_for_the_node_s
                 lambda j=job: slurm.job(j).state == "CANCELLED", 60, f"job with {comment} cancelled", step=1
             )
             record = slurm.cmd.scontrol("show", "job", "-o", str(job))
-            assert f"AdminComment=clusterops prolog on node1: dataset gate: job {job}: --comment" in record
+            assert f"AdminComment=clusterops prolog on node1: dataset gate: job {job}" in record
             assert why in record
             n1 = nodes(sb)["node1"]
             assert not n1.drained and n1.usable, n1

@@ -21,7 +21,7 @@ def env(comment: str) -> dict[str, str]:
 def test_a_dataset_nobody_knows_is_the_job_s_fault(tmp_path):
     v = gate.evaluate_job(cfg_at(tmp_path, ["fineweb=/fsx/fineweb/manifest.json"]), env("datasets=nosuch"))
     assert v.outcome == "bad_job", v
-    assert "unknown dataset(s) nosuch" in v.detail and "4242" in v.detail
+    assert "names unknown dataset(s) nosuch" in v.detail and "job 4242 on node1" in v.detail
 
 
 def test_a_known_dataset_not_ready_here_is_the_node_s_fault(tmp_path):
