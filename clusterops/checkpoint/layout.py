@@ -64,6 +64,10 @@ class ManifestError(UsageError):
     """A manifest is missing, unreadable, or does not describe the files next to it."""
 
 
+class NewerFormatError(ManifestError):
+    """A record in a format newer than this clusterops reads: upgrade, never skip past it."""
+
+
 @dataclass(frozen=True)
 class FileEntry:
     path: str  # relative, '/'-separated
@@ -195,7 +199,7 @@ def format_version(value: Any, name: str, reads: tuple[int, ...], where: str) ->
         raise ManifestError(f"{where}: format = {_show(value)}, not {name!r} (format {prefix}{reads[-1]})")
     version = int(value[len(prefix) :][:9])
     if version > reads[-1]:
-        raise ManifestError(
+        raise NewerFormatError(
             f"{where}: format {value} is newer than this clusterops reads ({prefix}{reads[-1]}); upgrade it"
         )
     if version not in reads:

@@ -153,6 +153,8 @@ def complete_steps(root: str | Path) -> dict[int, Path]:
             try:
                 if layout.read_manifest(s.path).complete:
                     out[s.step] = s.path
+            except layout.NewerFormatError:
+                raise  # a newer clusterops wrote it: resuming from an older step instead would lose work
             except UsageError:  # an unreadable manifest is not a checkpoint to resume from
                 continue
     return out

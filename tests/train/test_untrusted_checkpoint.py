@@ -218,3 +218,14 @@ def test_export_hf_reads_through_the_same_allow_list(saved, tmp_path):
     assert not marker.exists(), f"the planted pickle ran: {marker} was created"
     _assert_refused(r, ".metadata")
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_checkpoint_in_a_newer_format_is_refused_not_skipped(saved, tmp_path):
+    """Skipping it would resume from an older step (or from scratch) and write over a newer run's work."""
+    import json
+
+    ckpt, step_dir = _copy(saved, tmp_path)
+    manifest = json.loads(layout.manifest_path(step_dir).read_text())
+    manifest["format"] = "clusterops-checkpoint/3"
+    layout.manifest_path(step_dir).write_text(json.dumps(manifest))
+    _assert_refused(_resume(ckpt, tmp_path, tmp_path / "never"), "newer than this clusterops")
