@@ -56,6 +56,12 @@ def input_error(e: BaseException) -> tuple[str, int] | None:
         return f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})", 2
     if isinstance(e, UnicodeDecodeError):
         return f"input is not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r})", 2
+    if type(e).__module__.split(".")[0] in ("botocore", "boto3", "s3transfer", "awscrt"):
+        # S3 said no (missing bucket or key, access denied, no credentials, endpoint down): the
+        # operator's setup, not our bug. Their messages carry no credentials.
+        return f"S3: {_first_line(str(e)) or type(e).__name__}", 2
+    if isinstance(e, OverflowError):  # int() of an infinite number read from a file
+        return f"number out of range: {_first_line(str(e))}", 2
     if isinstance(e, ValueError):
         # Raised by a parser below us (int(), float(), a format's own check): say where, so that one
         # that should have been our own error is found, and how to see the whole traceback.

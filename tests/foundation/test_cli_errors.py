@@ -50,6 +50,17 @@ def test_input_errors_become_one_line_and_exit_2(make, expect, monkeypatch):
     assert line.startswith(expect) and "\n" not in line and code == 2
 
 
+def test_s3_refusals_and_overflow_are_one_line(monkeypatch):
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    missing = ClientError({"Error": {"Code": "NoSuchBucket", "Message": "gone"}}, "ListObjectsV2")
+    assert input_error(missing) == (f"S3: {missing}", 2)
+    assert input_error(NoCredentialsError()) == ("S3: Unable to locate credentials", 2)
+    line, code = input_error(_raised(lambda: int(float("inf"))))
+    assert line.startswith("number out of range: cannot convert float infinity") and code == 2
+
+
 def test_bugs_keep_their_traceback(monkeypatch):
     monkeypatch.delenv(DEBUG_ENV, raising=False)
     assert input_error(_raised(lambda: {}["missing"])) is None
@@ -121,3 +132,9 @@ def test_debug_env_shows_the_traceback(conf, tmp_path):
 def test_run_cli_fails_a_test_on_a_traceback():
     with pytest.raises(AssertionError, match="ended in a traceback"):
         run_cli("train", "run", "/", env={**os.environ, DEBUG_ENV: "1"})
+
+
+def test_a_missing_bucket_is_one_line(conf, tmp_path, s3, s3_endpoint):
+    conf.write_text(conf.read_text() + f'[s3]\nendpoint_url = "{s3_endpoint}"\n')
+    one_line(_cli(conf, "stage", "run", "s3://no-such-bucket/ds"), "S3: ", "NoSuchBucket")
+    assert not (tmp_path / "nvme").exists()
