@@ -147,3 +147,13 @@ def test_read_json_refuses_a_symlink(tmp_path, victim):
     real = tmp_path / "real.json"
     fsutil.atomic_write_json(real, {"a": 1})
     assert fsutil.read_json(real) == {"a": 1}
+
+
+def test_a_hook_shrugs_off_a_planted_event_log(tmp_path, victim):
+    """health's event writer treats a refused log like a full disk: the hook runs on, the victim is kept."""
+    from clusterops import config
+    from clusterops.health import export
+
+    cfg = config.Config()
+    cfg.health.event_log = str(planted(tmp_path, "health.ndjson", victim))
+    export.event(cfg, "node1", "hook_error", hook="prolog")
