@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -156,4 +157,6 @@ def test_a_hook_shrugs_off_a_planted_event_log(tmp_path, victim):
 
     cfg = config.Config()
     cfg.health.event_log = str(planted(tmp_path, "health.ndjson", victim))
-    export.event(cfg, "node1", "hook_error", hook="prolog")
+    export.event(cfg, "node1", "hook_error", hook="prolog")  # no exception
+    assert victim.read_text() == VICTIM_TEXT
+    assert Path(cfg.health.event_log).is_symlink()
