@@ -71,7 +71,7 @@ def manifest_cmd(
 def _load_or_build(ctx: typer.Context, what: str, source: str | None):
     from clusterops.staging import manifest as mf
 
-    if what.endswith(".json") and (Path(what).is_file() or not Path(what).exists()):
+    if what.endswith(".json") and not Path(what).is_dir():
         m = mf.load(what)
         return m, source or m.source
     cfg = get_config(ctx)
@@ -99,9 +99,13 @@ def run_cmd(
     m, location = _load_or_build(ctx, manifest, source)
     if not location:
         raise engine.StageError(f"{manifest}: the manifest names no source; give --source")
+    root = None
     if dest is None:
+        # The name comes from the manifest (checked there) or the source's last component: either way
+        # the directory must be a plain name under the datasets root.
         name = m.name or Path(location.rstrip("/")).name
-        dest = state.datasets_root(config_mod.node_path(cfg.paths.local_root)) / name
+        root = state.datasets_root(config_mod.node_path(cfg.paths.local_root))
+        dest = state.dataset_dir(root, name)
     opts = daemon.options_from(cfg)
     if workers:
         opts.workers = workers
@@ -109,8 +113,10 @@ def run_cmd(
         opts.bandwidth_bytes_s = bandwidth * 1e6
     opts.fsync = not no_fsync
     src = engine.source_for(location, cfg.s3)
+    stager = engine.Stager(m, src, dest, opts, root=root)
     with _progress(m.total_bytes, f"staging {m.name or dest.name}", not json_out) as tick:
-        result = engine.stage(m, src, dest, opts, progress=tick)
+        stager.progress = tick
+        result = stager.run()
     if json_out:
         print_json(result.to_dict())
     else:

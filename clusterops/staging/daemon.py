@@ -7,10 +7,10 @@ progress is on disk, so kill -9 at any point followed by a restart simply carrie
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -23,7 +23,39 @@ from clusterops.fsutil import atomic_write_json
 from clusterops.staging import engine, state
 from clusterops.staging import manifest as mf
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = mf.NAME_RE
+
+
+class ManifestCache:
+    """Parsed manifests, so that a daemon round does not parse an unchanged one again: a local file is
+    known by (device, inode, size, mtime_ns, ctime_ns), anything else by the sha256 of its bytes."""
+
+    def __init__(self, keep: int = 64):
+        self.keep = keep
+        self._entries: dict[tuple[Any, ...], mf.Manifest] = {}
+        self.parses = 0
+
+    def get(self, key: tuple[Any, ...], parse: Any) -> mf.Manifest:
+        m = self._entries.get(key)
+        if m is None:
+            m = parse()
+            self.parses += 1
+            if len(self._entries) >= self.keep:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[key] = m
+        # Callers set the name from the config; the cached record itself stays as parsed.
+        return copy.copy(m)
+
+    def load(self, path: str) -> mf.Manifest:
+        try:
+            s = os.stat(path)
+        except OSError:
+            return mf.load(path)  # says what is wrong with it, in one line
+        key = ("file", path, s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+        return self.get(key, lambda: mf.load(path))
+
+    def parse_bytes(self, data: bytes, where: str) -> mf.Manifest:
+        return self.get(("bytes", where, hashlib.sha256(data).digest()), lambda: mf.parse_bytes(data, where))
 
 
 @dataclass(frozen=True)
@@ -64,9 +96,14 @@ def options_from(cfg: config_mod.Config) -> engine.Options:
 
 
 def resolve(
-    spec: DatasetSpec, cfg: config_mod.Config, s3client: Any = None, dest: Path | None = None
+    spec: DatasetSpec,
+    cfg: config_mod.Config,
+    s3client: Any = None,
+    dest: Path | None = None,
+    cache: ManifestCache | None = None,
 ) -> tuple[mf.Manifest, str]:
     """The manifest for a dataset and the location of its bytes."""
+    cache = cache or ManifestCache()
     src = spec.source
     if src.endswith(".json"):
         if src.startswith("s3://"):
@@ -74,10 +111,14 @@ def resolve(
 
             loc = S3Url.parse(src)
             client = s3client or _client(cfg)
-            text = client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read().decode()
-            m = mf.parse(text, src)
+            body = client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+            try:
+                data = body.read(mf.MAX_MANIFEST_BYTES + 1)
+            finally:
+                body.close()
+            m = cache.parse_bytes(data, src)
         else:
-            m = mf.load(src)
+            m = cache.load(src)
         if not m.source:
             raise mf.ManifestError(f"{src}: manifest names no source")
         m.name = m.name or spec.name
@@ -85,19 +126,21 @@ def resolve(
     # A bare directory or prefix: checksumming it every round would read the whole dataset each time.
     # A cheap listing (path, size, mtime or ETag) decides whether the manifest cached beside the
     # dataset still describes the source.
-    cache = state.meta_dir(dest) / "source-manifest.json" if dest is not None else None
+    cache_file = state.meta_dir(dest) / "source-manifest.json" if dest is not None else None
     listing = _listing(src, s3client or _client(cfg) if src.startswith("s3://") else None)
-    if cache is not None and cache.is_file():
-        cached = state.read_json_or_none(cache)
+    if cache_file is not None and cache_file.is_file():
+        cached = state.read_json_or_none(cache_file)
         if isinstance(cached, dict) and cached.get("listing") == listing:
-            m = mf.parse(json.dumps(cached["manifest"]), str(cache))
+            text = json.dumps(cached.get("manifest"))
+            m = cache.get(("listing", str(cache_file), listing), lambda: mf.parse(text, str(cache_file)))
             return m, src
     if src.startswith("s3://"):
         m = mf.build_from_s3(src, s3client or _client(cfg), name=spec.name)
     else:
         m = mf.build_from_dir(src, name=spec.name, workers=cfg.staging.max_workers)
-    if cache is not None:
-        atomic_write_json(cache, {"listing": listing, "manifest": json.loads(m.render())})
+    if cache_file is not None:
+        state.ensure_dir(cache_file.parent)
+        atomic_write_json(cache_file, {"listing": listing, "manifest": json.loads(m.render())})
     return m, src
 
 
@@ -134,15 +177,18 @@ def node_state_file(cfg: config_mod.Config, name: str) -> Path:
     return config_mod.node_path(cfg.paths.state_dir) / "staging" / f"{name}.json"
 
 
-def converge_once(cfg: config_mod.Config, log: Any = None) -> list[dict[str, Any]]:
-    """One pass over the configured datasets; returns each one's status."""
+def converge_once(
+    cfg: config_mod.Config, log: Any = None, cache: ManifestCache | None = None
+) -> list[dict[str, Any]]:
+    """One pass over the configured datasets; returns each one's status. `cache` (kept across rounds
+    by `run`) spares parsing a manifest that has not changed."""
     say = log or (lambda msg: None)
     root = state.datasets_root(config_mod.node_path(cfg.paths.local_root))
     results: list[dict[str, Any]] = []
     for spec in parse_specs(cfg):
-        dest = root / spec.name
+        dest = state.dataset_dir(root, spec.name)
         try:
-            manifest, location = resolve(spec, cfg, dest=dest)
+            manifest, location = resolve(spec, cfg, dest=dest, cache=cache)
             readiness = state.check_ready(dest)
             if readiness.ready and readiness.fingerprint == manifest.fingerprint:
                 status = state.status(dest)
@@ -157,7 +203,9 @@ def converge_once(cfg: config_mod.Config, log: Any = None) -> list[dict[str, Any
                 source = engine.source_for(location, cfg.s3)
                 if isinstance(source, engine.S3Source):
                     source.client = _client(cfg)
-                result = engine.Stager(manifest, source, dest, options_from(cfg), on_state=mirror).run()
+                result = engine.Stager(
+                    manifest, source, dest, options_from(cfg), on_state=mirror, root=root
+                ).run()
                 status = state.status(dest)
                 say(
                     f"{spec.name}: {'READY' if result.ready else 'NOT READY'}, {result.files_copied} copied,"
@@ -182,15 +230,15 @@ def evict_unlisted(cfg: config_mod.Config, root: Path, wanted: set[str], say: An
     process on this node has a file of it open (a job still reading it keeps it until it ends)."""
     evicted = []
     for dest in state.list_datasets(root.parent):
-        if dest.name in wanted or not state.meta_dir(dest).is_dir():
-            continue  # listed, or not ours (no bookkeeping: something else put it there)
+        if dest.name in wanted or state.is_staged_dataset(dest) is not None:
+            continue  # listed, or not ours (no bookkeeping of ours: something else put it there)
         users = _open_by(dest)
         if users:
             pids = ", ".join(map(str, users[:5]))
             say(f"{dest.name}: no longer configured, kept while in use by pid {pids}")
             continue
         try:
-            freed = engine.evict(dest)
+            freed = engine.evict(dest, root=root)
         except (ClusteropsError, OSError) as e:  # busy (being staged) or racing: next round retries
             say(f"{dest.name}: no longer configured, not evicted: {e}")
             continue
@@ -222,8 +270,9 @@ def run(
     """Converge, then sleep poll_s and converge again, until `stop` is set. Returns the not-READY count
     of the last round (the exit status of `--once`)."""
     stop = stop or threading.Event()
+    cache = ManifestCache()
     while True:
-        results = converge_once(cfg, log)
+        results = converge_once(cfg, log, cache)
         not_ready = sum(1 for r in results if not r.get("ready"))
         if once or stop.wait(cfg.staging.poll_s if not not_ready else min(cfg.staging.poll_s, 10.0)):
             return not_ready

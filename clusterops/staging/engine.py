@@ -29,10 +29,17 @@ from awscrt import checksums
 
 from clusterops import checksum
 from clusterops.errors import ClusteropsError
-from clusterops.fsutil import DirectWriter, aligned_buffer, atomic_write_json, fsync_dir, sync_files
+from clusterops.fsutil import (
+    DirectWriter,
+    aligned_buffer,
+    atomic_write_json,
+    fsync_dir,
+    open_nofollow,
+    sync_files,
+)
+from clusterops.staging import manifest as mf
 from clusterops.staging import state as st
 from clusterops.staging.manifest import FileEntry, Manifest
-from clusterops.staging.manifest import check_relpath as mf_check_relpath
 
 GiB = 1 << 30
 
@@ -238,10 +245,8 @@ def source_for(location: str, s3cfg: Any = None) -> Source:
 
 class _Lock:
     def __init__(self, meta: Path):
-        meta.mkdir(parents=True, exist_ok=True)
+        st.ensure_dir(meta)
         self.path = meta / "lock"
-        from clusterops.fsutil import open_nofollow
-
         self.fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # never through a symlink
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -291,10 +296,14 @@ def _human(n: float) -> str:
 
 
 def _safe_target(dest: Path, rel: str) -> Path:
-    """The final path of `rel` in dest; refuses a parent that is a symlink (it could point anywhere)."""
+    """The final path of `rel` in dest; refuses a path that leaves it, and a parent that is a symlink
+    (it could point anywhere)."""
+    why = mf.check_relpath(rel)
+    if why:
+        raise OSError(errno.EPERM, why)
     target = dest / rel
     parent = dest
-    for part in Path(rel).parts[:-1]:
+    for part in rel.split("/")[:-1]:
         parent = parent / part
         if parent.is_symlink():
             raise OSError(errno.EPERM, f"{parent} is a symlink in the destination")
@@ -310,10 +319,17 @@ class Stager:
         options: Options | None = None,
         progress: Callable[[int], None] | None = None,
         on_state: Callable[[st.DatasetState], None] | None = None,
+        root: str | os.PathLike[str] | None = None,
     ):
+        """`root`, where given, is the configured datasets root: `dest` must resolve to a place inside
+        it. A `dest` that is a symlink is refused either way."""
         self.manifest = manifest
         self.source = source
         self.dest = Path(os.path.abspath(dest))
+        if root is not None:
+            st.require_under(self.dest, root)
+        elif os.path.islink(self.dest):
+            raise StageError(f"{self.dest}: the destination is a symlink; give the directory itself")
         self.meta = st.meta_dir(self.dest)
         self.tmpdir = self.dest / st.STAGING_DIR
         self.opts = options or Options()
@@ -373,7 +389,7 @@ class Stager:
 
     # -- the run ------------------------------------------------------------------------------------
     def run(self) -> Result:
-        self.meta.mkdir(parents=True, exist_ok=True)
+        st.ensure_dir(self.meta)
         lock = _Lock(self.meta)
         try:
             return self._run()
@@ -389,6 +405,14 @@ class Stager:
         self.state.pid = os.getpid()
         self.state.phase = "checking"
         old_manifest = st.read_json_or_none(self.meta / "manifest.json")
+        old_state = st.read_json_or_none(self.meta / "state.json")
+        # A newer clusterops staged here: its bookkeeping is not ours to rewrite.
+        st.format_version(old_state, str(self.meta / "state.json"))
+        if isinstance(old_manifest, dict) and old_manifest.get("version", 1) not in mf.READS:
+            raise st.StateFormatError(
+                f"{self.meta / 'manifest.json'}: manifest format {old_manifest.get('version')!r:.20} is not"
+                f" one this clusterops reads ({mf.READS[0]} and {mf.READS[-1]}): upgrade clusterops"
+            )
         fp = self.manifest.fingerprint
         same_manifest = isinstance(old_manifest, dict) and old_manifest.get("fingerprint") == fp
         if not same_manifest:
@@ -400,10 +424,10 @@ class Stager:
             (self.meta / "verified.jsonl").unlink(missing_ok=True)
             self.manifest.save(self.meta / "manifest.json")
         self._write_state(force=True)
-        self.dest.mkdir(parents=True, exist_ok=True)
+        st.ensure_dir(self.dest)
         records = _load_records(self.meta / "verified.jsonl")
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        self._records_fd = os.open(self.meta / "verified.jsonl", flags, 0o644)
+        self._records_fd = open_nofollow(self.meta / "verified.jsonl", flags, 0o644)
 
         to_copy: list[FileEntry] = []
         to_check: list[FileEntry] = []
@@ -457,6 +481,7 @@ class Stager:
             atomic_write_json(
                 self.meta / "READY",
                 {
+                    "version": st.STATE_VERSION,
                     "fingerprint": self.manifest.fingerprint,
                     "name": self.state.name,
                     "source": self.state.source,
@@ -530,10 +555,10 @@ class Stager:
         return True
 
     def _copy_one(self, entry: FileEntry, buf: bytearray) -> bool | str:
-        self.tmpdir.mkdir(parents=True, exist_ok=True)
+        st.ensure_dir(self.tmpdir)
         target = _safe_target(self.dest, entry.path)
         tmp = self.tmpdir / f"{hashlib.sha1(entry.path.encode()).hexdigest()[:16]}.{os.getpid()}.part"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = open_nofollow(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         writer: DirectWriter | None = None  # only the read path writes from user space
         crc = 0
         written = 0
@@ -611,6 +636,7 @@ class Stager:
                     return
             for entry, tmp, target in group:
                 try:
+                    target = _safe_target(self.dest, entry.path)  # again: a parent may have been swapped
                     target.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(tmp, target)
                     self._record(entry, target)
@@ -630,8 +656,11 @@ class Stager:
         keep = {e.path for e in self.manifest.files}
         for raw in old_manifest.get("files", []):
             path = raw.get("path") if isinstance(raw, dict) else None
-            if isinstance(path, str) and path not in keep and mf_check_relpath(path) is None:
-                (self.dest / path).unlink(missing_ok=True)
+            if isinstance(path, str) and path not in keep and mf.check_relpath(path) is None:
+                try:
+                    _safe_target(self.dest, path).unlink(missing_ok=True)
+                except OSError:
+                    continue  # a symlinked parent, or a directory there: not a file we put there
 
     def _fsync_tree(self) -> None:
         if not self.opts.fsync:
@@ -645,7 +674,9 @@ def _write_json_fast(path: Path, obj: Any) -> None:
     """Replace a progress file atomically without fsync: it is advisory (READY decides), rewritten every
     second, and an fsync here would make ext4 flush the data being copied at the same time."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
@@ -667,8 +698,6 @@ def verify(
     dest: str | os.PathLike[str], workers: int = 4, progress: Callable[[int], None] | None = None
 ) -> Result:
     """Re-read every file of a staged dataset against its manifest; READY is removed on any mismatch."""
-    from clusterops.staging import manifest as mf
-
     d = Path(os.path.abspath(dest))
     meta = st.meta_dir(d)
     if not (meta / "manifest.json").is_file():
@@ -692,7 +721,8 @@ def verify(
                     failed.append({"path": entry.path, "error": why})
         if failed:
             # The per-file records must not vouch for these any more: the next run re-copies them.
-            with open(meta / "verified.jsonl", "a") as f:
+            fd = open_nofollow(meta / "verified.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            with os.fdopen(fd, "a") as f:
                 for bad in failed:
                     f.write(json.dumps({"path": bad["path"], "invalid": True}) + "\n")
                 f.flush()
@@ -701,6 +731,7 @@ def verify(
             (meta / "READY").unlink(missing_ok=True)
             fsync_dir(meta)
             raw = st.read_json_or_none(meta / "state.json") or {}
+            st.format_version(raw, str(meta / "state.json"))
             raw.update({"phase": "failed", "failed": failed, "message": "verify found damaged files"})
             atomic_write_json(meta / "state.json", raw)
     finally:
@@ -709,12 +740,16 @@ def verify(
     return Result(str(d), ready, len(m.files), 0, 0, 0, time.monotonic() - t0, failed)
 
 
-def evict(dest: str | os.PathLike[str]) -> int:
-    """Remove a staged dataset: READY first (so no job starts on it), then the data, then the bookkeeping."""
+def evict(dest: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> int:
+    """Remove a staged dataset: READY first (so no job starts on it), then the data, then the bookkeeping.
+    Only a directory that carries our own staging state naming it (and, with `root`, inside it)."""
     d = Path(os.path.abspath(dest))
     meta = st.meta_dir(d)
-    if not meta.is_dir():
-        raise StageError(f"{d}: not a staged dataset (no {meta})")
+    if root is not None:
+        st.require_under(d, root)
+    why = st.is_staged_dataset(d)
+    if why:
+        raise StageError(f"{d}: not a staged dataset ({why}); nothing removed")
     lock = _Lock(meta)
     try:
         (meta / "READY").unlink(missing_ok=True)
