@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from clusterops import config as config_mod
 from clusterops.errors import ClusteropsError
-from clusterops.health import drain, export, service
+from clusterops.health import drain, export, ownership, service
 from clusterops.verdict import Status
 
 
@@ -29,7 +29,9 @@ def undrain(cfg: config_mod.Config, nodes: list[str] | None = None, dry_run: boo
     except ClusteropsError as e:
         key, no_key = None, str(e)
     known = {n.name: n for n in slurm.nodes()}
-    targets = nodes or sorted(n.name for n in known.values() if n.drained and drain.owned(key, n))
+    # Without the key nothing is provably ours: list the tagged drains anyway, each saying why not.
+    mine = (lambda n: drain.owned(key, n)) if key is not None else (lambda n: ownership.parse(n.reason))
+    targets = nodes or sorted(n.name for n in known.values() if n.drained and mine(n))
     here = config_mod.node_name()
     out = []
     for name in targets:

@@ -143,3 +143,35 @@ def test_the_hook_drains_with_a_tag_and_knows_its_own_drain_again(tmp_path):
     assert drain.key(cfg).owns("node1", reason)
     assert drain.drain_if_critical(cfg, critical_report(), slurm) == ("already", reason)
     assert len(slurm.drains) == 1
+
+
+@dataclass
+class ListingSlurm(FakeSlurm):
+    def nodes(self) -> list[Node]:
+        return list(self.nodes_by_name.values())
+
+
+def test_undrain_considers_only_drains_with_our_valid_tag(tmp_path, monkeypatch):
+    from clusterops.health import undrain
+
+    cfg = cfg_at(tmp_path)
+    ours = drain.key(cfg).sign("node3", "clusterops: gpu: GPU 3: row remap pending")
+    slurm = ListingSlurm(
+        {
+            "node1": Node("node1", "idle", ["DRAIN"], reason="clusterops:x by hand"),
+            "node2": Node("node2", "idle", ["DRAIN"], reason=ours),  # node3's tag, copied onto node2
+            "node3": Node("node3", "idle", ["DRAIN"], reason=ours),
+        }
+    )
+    monkeypatch.setattr(drain, "client", lambda cfg: slurm)
+    monkeypatch.setenv("SLURMD_NODENAME", "node9")
+    # Of every drained node, only node3's drain is ours (its hardware is not here, so it is skipped).
+    assert [(r.node, r.action) for r in undrain.undrain(cfg)] == [("node3", "skipped")]
+    named = {r.node: r for r in undrain.undrain(cfg, ["node1", "node2"])}
+    assert named["node1"].action == "not-ours" and "no clusterops tag" in named["node1"].why
+    assert named["node2"].action == "not-ours" and "does not verify" in named["node2"].why
+    # Without the key (not copied to this host), nothing is ours; each tagged drain says why.
+    ownership.key_path(cfg).unlink()
+    results = undrain.undrain(cfg)
+    assert [(r.node, r.action) for r in results] == [("node2", "not-ours"), ("node3", "not-ours")]
+    assert all("missing" in r.why for r in results)

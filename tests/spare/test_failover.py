@@ -264,3 +264,20 @@ def test_a_node_slurm_calls_not_responding_for_a_moment_is_not_failed_over(clust
     assert not events(tmp, "failure_detected")
     assert sorted(client.reservation("train-t").nodes) == ["node1", "node2"]
     assert client.node("node2").usable
+
+
+@pytest.mark.parametrize("cluster", ["sandbox", "sandbox_2205"], indirect=True)
+def test_a_person_s_drain_is_kept_when_the_watcher_marks_the_dead_node_down(cluster):
+    """Issue 17: a node drained by hand (a reason that merely looks like ours) whose slurmd then dies is
+    failed over and marked DOWN, and keeps the person's reason word for word: nothing of ours to undo."""
+    sb, client, mgr, tmp = cluster
+    mgr.min_spares = 0
+    client.drain("node2", "clusterops:x by hand")
+    sb.kill_node("node2")
+    wait_for(lambda: not client.node("node2").responding, 60, "Slurm sees node2 not responding", step=0.5)
+    mgr.tick()
+    assert sorted(client.reservation("train-t").nodes) == ["node1"]
+    (down,) = events(tmp, "marked_down")
+    assert down["node"] == "node2" and down["reason"] == "clusterops:x by hand"
+    node2 = client.node("node2")
+    assert node2.state == "down" and node2.drained and node2.reason == "clusterops:x by hand", node2
