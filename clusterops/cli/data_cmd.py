@@ -50,7 +50,19 @@ def inspect_cmd(
     Exit 2 when any shard has a problem."""
     from clusterops.data import shards
 
-    files = shards.find_shards(path)
+    if path.is_file() or path.is_symlink() or (path.exists() and not path.is_dir()):
+        # One shard given directly: by its .ds, or by its .ds.index / .ds.metadata sibling.
+        name = path.name
+        for suffix in (shards.INDEX_SUFFIX, shards.METADATA_SUFFIX):
+            if name.endswith(suffix):
+                name = name[: -len(suffix)] + shards.SUFFIX
+        if not name.endswith(shards.SUFFIX):
+            raise shards_error(f"{path}: not a shard (a shard's token file ends in {shards.SUFFIX})")
+        files = [path.with_name(name)]
+    elif not path.exists():
+        raise shards_error(f"{path}: no such file or directory")
+    else:
+        files = shards.find_shards(path)
     if not files:
         raise shards_error(f"{path}: no .ds shards found")
     reports = [shards.validate_shard(f, vocab_size) for f in files]

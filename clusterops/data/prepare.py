@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from clusterops.data.shards import ShardWriter
-from clusterops.errors import UsageError
+from clusterops.errors import UnsafePathError, UsageError
+
+# The shard prefix becomes a file name in the output folder: NAME_00000.ds.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class Tokenizer(Protocol):
@@ -129,9 +134,18 @@ def prepare(
     """Tokenize every document into shards of about `shard_tokens` tokens: OUTPUT/NAME_00000.ds, ..."""
     tok = tokenizer or ByteTokenizer()
     token_size = 2 if tok.vocab_size <= 65536 else 4
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
     prefix = name or "shard"
+    if not NAME_RE.fullmatch(prefix):
+        raise UsageError(
+            f"--name {prefix[:80]!r}: a shard prefix is 1-64 letters, digits, '.', '_' or '-'"
+            " starting with a letter or digit"
+        )
+    out = Path(output)
+    if out.is_symlink():
+        raise UnsafePathError(out, "is a symlink (give the folder itself)")
+    out.mkdir(parents=True, exist_ok=True)
+    if not stat.S_ISDIR(os.lstat(out).st_mode):
+        raise UnsafePathError(out, "is not a directory")
     result = PrepareResult(token_size=token_size, tokenizer=tok.name)
     writer: ShardWriter | None = None
 
@@ -141,7 +155,7 @@ def prepare(
             if tok.eos_id is not None:
                 ids = [*ids, tok.eos_id]
             if writer is None:
-                path = out / f"{prefix}_{len(result.shards):05d}.ds"
+                path = out / f"{prefix}_{len(result.shards):05d}.ds"  # a plain name: stays in `out`
                 writer = ShardWriter(path, token_size, tok.name)
                 result.shards.append(str(path))
             writer.write(ids)

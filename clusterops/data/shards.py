@@ -21,11 +21,15 @@ import array
 import bisect
 import mmap
 import os
+import re
+import stat
 import struct
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from clusterops.errors import UsageError
 
 SUFFIX = ".ds"
 INDEX_SUFFIX = ".ds.index"
@@ -33,13 +37,26 @@ METADATA_SUFFIX = ".ds.metadata"
 TOKEN_SIZES = (2, 4)
 _FORMAT = {2: "H", 4: "I"}  # memoryview.cast / struct codes
 INDEX_ENTRY = 8  # uint64 per document
+MAX_METADATA_BYTES = 64 << 10  # three short lines; anything larger is not a metadata file
+MAX_TOKENIZER_CHARS = 256
+MAX_TOKEN_COUNT = (1 << 63) - 1
+_COUNT_RE = re.compile(r"[0-9]{1,19}")
+_SIZE_RE = re.compile(r"[0-9]{1,3}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 if sys.byteorder != "little":  # pragma: no cover - every platform we run on is little-endian
     raise ImportError("clusterops.data.shards assumes a little-endian host (the files are little-endian)")
 
 
-class ShardError(ValueError):
-    """A shard file is missing, truncated, or disagrees with its index or metadata."""
+class ShardError(UsageError, ValueError):
+    """A shard file is missing, truncated, or disagrees with its index or metadata. Also a ValueError,
+    as it always was, for callers that catch that."""
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    documents: int
+    last_end: int  # where the last document ends (the shard's token count in a sound shard)
 
 
 @dataclass(frozen=True)
@@ -65,27 +82,83 @@ def humanize_tokens(count: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _show(value: str, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_metadata(text: str, where: str = "metadata") -> ShardMetadata:
-    lines = [line.strip() for line in text.splitlines()]
-    if len(lines) < 2:
-        raise ShardError(
-            f"{where}: expected 'TOKENIZER|TOKEN_SIZE' and a token count, got {len(lines)} line(s)"
-        )
+    """`TOKENIZER|TOKEN_SIZE`, then the token count (then a human count, ignored), checked: a tokenizer
+    name of printable characters, a size of 2 or 4, a count of 0 to 2**63-1 in ASCII digits."""
+    if len(text) > MAX_METADATA_BYTES:
+        raise ShardError(f"{where}: {len(text)} characters, more than a metadata file's {MAX_METADATA_BYTES}")
+    lines = [line.strip() for line in text.split("\n")]
+    if len(lines) < 2 or not lines[1]:
+        raise ShardError(f"{where}: expected 'TOKENIZER|TOKEN_SIZE' and a token count on two lines")
     name, sep, size_text = lines[0].rpartition("|")
     token_size: int | None = None
-    if sep and size_text.isdigit():
+    if sep and _SIZE_RE.fullmatch(size_text):
         token_size = int(size_text)
         if token_size not in TOKEN_SIZES:
-            raise ShardError(f"{where}: token size {token_size} is not 2 (uint16) or 4 (uint32)")
+            raise ShardError(f"{where}: line 1: token size {token_size} is not 2 (uint16) or 4 (uint32)")
     else:
         name = lines[0]
+    if len(name) > MAX_TOKENIZER_CHARS or _CONTROL_RE.search(name):
+        raise ShardError(
+            f"{where}: line 1: tokenizer {_show(name)} is longer than {MAX_TOKENIZER_CHARS} characters"
+            " or holds a control character"
+        )
+    if not _COUNT_RE.fullmatch(lines[1]) or int(lines[1]) > MAX_TOKEN_COUNT:
+        raise ShardError(
+            f"{where}: line 2: token count must be 0 to 2**63-1 in digits, got {_show(lines[1])}"
+        )
+    return ShardMetadata(tokenizer=name, token_size=token_size, token_count=int(lines[1]))
+
+
+def parse_index(data: bytes | memoryview, token_count: int | None = None, where: str = "index") -> ShardIndex:
+    """An index (uint64 little-endian document ends), checked: whole entries, never decreasing, and
+    (given the shard's token count) ending exactly there."""
+    if len(data) % INDEX_ENTRY:
+        raise ShardError(f"{where}: {len(data)} bytes is not a multiple of 8 (uint64 entries)")
+    ends = memoryview(data).cast("B").cast("Q")
+    prev = 0
+    for position, end in enumerate(ends):
+        if end < prev:
+            raise ShardError(f"{where}: entry {position} ({end}) is below the one before ({prev})")
+        prev = end
+    if token_count is not None:
+        if ends and prev != token_count:
+            raise ShardError(
+                f"{where}: last document ends at {prev}, the token file holds {token_count} tokens"
+            )
+        if not ends and token_count:
+            raise ShardError(f"{where}: no documents for {token_count} tokens")
+    return ShardIndex(documents=len(ends), last_end=prev)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> ShardMetadata:
+    """A .ds.metadata file: a regular file (a FIFO is refused, not waited on) of at most 64 KiB, UTF-8."""
+    p = str(path)
     try:
-        count = int(lines[1])
-    except ValueError:
-        raise ShardError(f"{where}: line 2 is not a token count: {lines[1]!r}") from None
-    if count < 0:
-        raise ShardError(f"{where}: negative token count {count}")
-    return ShardMetadata(tokenizer=name, token_size=token_size, token_count=count)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ShardError(f"{p}: metadata missing") from None
+    except OSError as e:
+        raise ShardError(f"{p}: cannot read: {e.strerror or e}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ShardError(f"{p}: not a regular file")
+        os.set_blocking(fd, True)
+        data = os.read(fd, MAX_METADATA_BYTES + 1)
+    except OSError as e:
+        raise ShardError(f"{p}: cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as e:
+        raise ShardError(f"{p}: not UTF-8 text (byte {e.start})") from None
+    return parse_metadata(text, p)
 
 
 def shard_paths(ds_path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
@@ -117,7 +190,7 @@ class Shard:
         self.path, self.index_path, self.metadata_path = shard_paths(ds_path)
         self.metadata: ShardMetadata | None = None
         if self.metadata_path.is_file():
-            self.metadata = parse_metadata(self.metadata_path.read_text(), str(self.metadata_path))
+            self.metadata = read_metadata(self.metadata_path)
         try:
             self.nbytes = self.path.stat().st_size
         except FileNotFoundError:
@@ -293,7 +366,9 @@ class ShardWriter:
         self.token_size = token_size
         self.tokenizer = tokenizer
         self._max = (1 << (8 * token_size)) - 1
-        self._tmp = self.path.with_name(f".{self.path.name}.part")
+        # Private temp names (O_EXCL, mode 0600): a name planted in the folder, a symlink, is never
+        # opened. Made readable like any shard before it is renamed into place.
+        self._tmp = _private_temp(self.path)
         self._f = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()
         self._ends: list[int] = []
         self.num_tokens = 0
@@ -324,8 +399,8 @@ class ShardWriter:
         os.fsync(self._f.fileno())
         self._f.close()
         meta = ShardMetadata(self.tokenizer, self.token_size, self.num_tokens)
-        index_tmp = self.index_path.with_name(f".{self.index_path.name}.part")
-        meta_tmp = self.metadata_path.with_name(f".{self.metadata_path.name}.part")
+        index_tmp = _private_temp(self.index_path)
+        meta_tmp = _private_temp(self.metadata_path)
         _write_synced(index_tmp, struct.pack(f"<{len(self._ends)}Q", *self._ends))
         _write_synced(meta_tmp, meta.render().encode())
         os.replace(self._tmp, self.path)
@@ -350,8 +425,19 @@ class ShardWriter:
             self.abort()
 
 
+def _private_temp(final: Path) -> Path:
+    """An empty file of our own beside `final` (mkstemp: O_EXCL, so never through a planted symlink)."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    os.fchmod(fd, 0o644)
+    os.close(fd)
+    return Path(name)
+
+
 def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -392,13 +478,13 @@ def validate_shard(ds_path: str | os.PathLike[str], vocab_size: int | None = Non
         problems.append(f"{ds}: token file missing")
         return report
     meta: ShardMetadata | None = None
-    if not meta_path.is_file():
+    if not os.path.lexists(meta_path):
         problems.append(f"{meta_path}: metadata missing")
     else:
         try:
-            meta = parse_metadata(meta_path.read_text(), str(meta_path))
+            meta = read_metadata(meta_path)
             report.tokenizer = meta.tokenizer
-        except (ShardError, UnicodeDecodeError) as e:
+        except ShardError as e:
             problems.append(str(e))
     nbytes = ds.stat().st_size
     token_size = meta.token_size if meta and meta.token_size else None
