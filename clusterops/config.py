@@ -106,6 +106,9 @@ class HealthSection:
     xid_window_s: float = 3600.0  # a critical XID counts for this long after it is logged
     counter_window_s: float = 3600.0  # NVLink/EFA error counters: rise measured over this window
     isolation: str = "fork"  # fork: each check in its own process (a hung call is killed); inline
+    # The root-only key that signs our drain reasons (health/ownership.py): the same file on every
+    # node and the head node, mode 0600. Empty: .keys/drain.key beside the nodes' state directories.
+    drain_key_file: str = ""
 
 
 @dataclass
@@ -233,6 +236,7 @@ RULES: dict[str, Rule] = {
     "health.xid_window_s": _SECONDS,
     "health.counter_window_s": _SECONDS,
     "health.isolation": Rule(choices=("fork", "inline")),
+    "health.drain_key_file": _ABS_OR_EMPTY,
     "staging.max_workers": Rule(lo=1, hi=1024),
     "staging.buffer_mb": Rule(lo=1, hi=4096),
     "staging.commit_mb": _COUNT,

@@ -24,7 +24,8 @@ def throughput(
     from clusterops.perf.doctor import throughput as run
     from clusterops.slurm import SlurmClient
 
-    diag = run(SlurmClient.from_config(get_config(ctx)), job, act=act, seconds=seconds)
+    cfg = get_config(ctx)
+    diag = run(SlurmClient.from_config(cfg), job, act=act, seconds=seconds, cfg=cfg)
     if as_json:
         print_json(diag.as_dict())
     else:

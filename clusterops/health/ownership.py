@@ -41,7 +41,7 @@ _TAG = re.compile(
 def key_path(cfg) -> Path:
     """Where the drain key lives: `[health] drain_key_file` when the config has it, else `.keys/drain.key`
     in the state directory shared by every node's state (the part of paths.state_dir before `{node}`)."""
-    explicit = getattr(cfg.health, "drain_key_file", "")
+    explicit = cfg.health.drain_key_file
     if explicit:
         return Path(explicit)
     template = cfg.paths.state_dir

@@ -358,16 +358,21 @@ def _outlier(
     return None, {}
 
 
-def throughput(slurm, job_id: int, act: bool = False, seconds: float = 2.0) -> Diagnosis:
+def throughput(slurm, job_id: int, act: bool = False, seconds: float = 2.0, cfg=None) -> Diagnosis:
     card = job_card(slurm, job_id)
     probes = run_probes(slurm, card, seconds)
     comm = allreduce(slurm, card)
     diag = diagnose(card, probes, comm)
     if act and diag.outlier:
+        from clusterops import config as config_mod
+        from clusterops.health.drain import drain_with
+
         why = next(f.summary for f in diag.findings if f.stage == "node")
-        reason = f"clusterops: doctor: {why}"[:200].replace("=", ":")
-        slurm.drain(diag.outlier, reason)
-        diag.acted = f"drained {diag.outlier}"
+        # Signed like every drain of ours (health/ownership.py), so `health undrain` may undo it; a
+        # reason somebody else set on the node is kept, never written over.
+        cfg = cfg or config_mod.load()
+        action, reason = drain_with(cfg, slurm, diag.outlier, f"clusterops: doctor: {why}")
+        diag.acted = f"drained {diag.outlier}" if action == "drained" else f"{diag.outlier} kept: {reason}"
     return diag
 
 

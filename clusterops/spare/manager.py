@@ -18,6 +18,7 @@ stop it; any other exception is logged with an alert and retried the same way.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import sys
 import time
@@ -668,7 +669,17 @@ class SpareManager:
         return key.sign(name, text) if key is not None else ownership.normalize(text)[:240]
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
-        return log_event(self.event_log, f"spare.{kind}", **fields)
+        """Log one decision. A log that cannot be written (full disk, a planted symlink refused) must not
+        stop a failover: the event goes to stderr (the journal) instead, with why."""
+        try:
+            return log_event(self.event_log, f"spare.{kind}", **fields)
+        except OSError as e:
+            event = {"ts": round(time.time(), 3), "event": f"spare.{kind}", **fields}
+            print(
+                f"spare: event log {self.event_log}: {e}; event: {json.dumps(event, default=str)}",
+                file=sys.stderr,
+            )
+            return event
 
     def _load(self) -> WatchState:
         try:

@@ -249,13 +249,15 @@ def test_job_the_failure_ended_is_requeued_and_runs_again(cluster):
 
 
 def test_a_node_slurm_calls_not_responding_for_a_moment_is_not_failed_over(cluster):
-    """Slurm's own 'Not responding' DOWN on a node that does answer: Slurm itself returns it within
-    moments, as Slurm 24.11 does after its millisecond flips (22.05 keeps such a node DOWN, and then it
-    is failed over on the second read). The watcher reads it again confirm_s later
-    and leaves it be. (A node that stays silent is failed over: the dead-node test above.)"""
+    """Slurm's own 'Not responding' DOWN on a node that does answer: Slurm 24.11 returns it on a
+    ping's answer, as after its sub-second flips (22.05 keeps such a node DOWN, and then it is failed
+    over on the second read). The watcher reads it again confirm_s later and leaves it be. (A node
+    that stays silent is failed over: the dead-node test above.)"""
     sb, client, mgr, tmp = cluster
     mgr.min_spares = 0
-    mgr.confirm_s = 3.0
+    # Slurm returns it on a ping's answer, and pings a node not heard from for SlurmdTimeout/3 s: a
+    # confirm read a whole SlurmdTimeout later comes after that. (Its own flips last under a second.)
+    mgr.confirm_s = float(sb.state().slurmd_timeout)
     client.down("node2", "Not responding")
     assert client.node("node2").state == "down"
     mgr.tick()

@@ -172,3 +172,17 @@ def test_the_node_record_reads_the_previous_format_and_refuses_a_newer_one():
     assert Warmth.decode(newer).state == "cold"  # not interpreted
     with pytest.raises(SlurmError, match="newer"):
         nodeinfo.record_with("warmth", {"state": "warm"}, newer)
+
+
+def test_a_planted_event_log_symlink_is_refused_and_the_watcher_goes_on(tmp_path, capsys):
+    """The watcher runs as root: its event log planted as a symlink is not written through, and the
+    failover it is logging is not stopped by that (the event goes to stderr, with why)."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "events.ndjson").symlink_to(victim)
+    mgr = manager(tmp_path, FakeSlurm({}, {}))
+    event = mgr.event("failure_detected", node="node2", why="test")
+    assert event["event"] == "spare.failure_detected" and event["node"] == "node2"
+    assert victim.read_text() == "precious\n"
+    err = capsys.readouterr().err
+    assert "events.ndjson" in err and "spare.failure_detected" in err
