@@ -367,3 +367,27 @@ def test_state_file_with_wrong_types_does_not_break_status(world):
     assert row["name"] == "fw" and row["ready"] is True and row["files_verified"] == 0 and row["gbps"] == 0.0
     r = run_cli("stage", "status", "--dest", str(root / "fw"), env=env)
     assert r.returncode == 0 and "READY" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b'{"name": "../escape", "source": "s3://test/x/", "files": []}', "dataset name '../escape'"),
+        (
+            b'{"source": "s3://test/x/", "files": [{"path": "a", "size": Infinity, "crc32c": "00000000"}]}',
+            "non-finite",
+        ),
+        (b'{"source": "s3://test/x/", "files": [], "version": 9}', "format 9 is newer"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b'{"files": ' + b"[" * 50_000, "nested too deeply"),
+    ],
+)
+def test_remote_manifest_is_validated_like_a_local_one(s3, tmp_path, body, words):
+    """A manifest fetched from S3 by the daemon: the same checks, one line naming the object."""
+    s3.put_object(Bucket="test", Key="manifests/bad.json", Body=body)
+    cfg = config_mod.Config()  # defaults: the client is the test's own
+    spec = daemon.DatasetSpec("fw", "s3://test/manifests/bad.json")
+    with pytest.raises(mf.ManifestError) as e:
+        daemon.resolve(spec, cfg, s3client=s3, dest=tmp_path / "datasets/fw")
+    assert str(e.value).startswith("s3://test/manifests/bad.json") and words in str(e.value), str(e.value)
+    assert "\n" not in str(e.value) and not (tmp_path / "datasets").exists()
