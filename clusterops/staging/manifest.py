@@ -381,6 +381,17 @@ def _entry_line(text: str, index: int) -> int | None:
         return None
 
 
+def _dataset_name(given: str, derived: str) -> str:
+    """The name a built manifest carries: one given must be valid; one taken from the source's last
+    component is kept only where it is (else none: `stage run` then needs a --dest)."""
+    if given:
+        why = check_name(given)
+        if why:
+            raise ManifestError(f"--name: {why}")
+        return given
+    return derived if check_name(derived) is None else ""
+
+
 def walk_dir(root: str | os.PathLike[str]) -> list[tuple[str, Path, int]]:
     """(relative path, absolute path, size) of every regular file under `root`, following symlinks only
     when they stay inside the root; a symlink that points out is an error naming it."""
@@ -436,7 +447,7 @@ def build_from_dir(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         files = list(pool.map(one, entries))
     src = str(Path(root).resolve())
-    return Manifest(source=src, files=files, name=name or Path(src).name)
+    return Manifest(source=src, files=files, name=_dataset_name(name, Path(src).name))
 
 
 def build_from_s3(
@@ -482,7 +493,7 @@ def build_from_s3(
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         files = list(pool.map(one, keys))
-    name = name or prefix.rstrip("/").split("/")[-1]
+    name = _dataset_name(name, prefix.rstrip("/").split("/")[-1])
     return Manifest(source=f"s3://{loc.bucket}/{prefix}", files=files, name=name)
 
 

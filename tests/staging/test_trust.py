@@ -391,3 +391,19 @@ def test_remote_manifest_is_validated_like_a_local_one(s3, tmp_path, body, words
         daemon.resolve(spec, cfg, s3client=s3, dest=tmp_path / "datasets/fw")
     assert str(e.value).startswith("s3://test/manifests/bad.json") and words in str(e.value), str(e.value)
     assert "\n" not in str(e.value) and not (tmp_path / "datasets").exists()
+
+
+def test_stage_manifest_names_only_valid_datasets(tmp_path):
+    src = tmp_path / "my data"
+    src.mkdir()
+    (src / "a.ds").write_bytes(b"x")
+    line = one_error_line(
+        run_cli("stage", "manifest", str(src), "-o", str(tmp_path / "M.json"), "--name", "../x")
+    )
+    assert "--name" in line and "'../x'" in line and not (tmp_path / "M.json").exists()
+    # A source whose own name is no dataset name: the manifest is unnamed, and still reads back.
+    r = run_cli("stage", "manifest", str(src), "-o", str(tmp_path / "M.json"))
+    assert r.returncode == 0, r.stderr
+    assert mf.load(tmp_path / "M.json").name == ""
+    r = run_cli("stage", "run", str(tmp_path / "M.json"), "--dest", str(tmp_path / "D"))
+    assert r.returncode == 0 and (tmp_path / "D/a.ds").read_bytes() == b"x", r.stderr
