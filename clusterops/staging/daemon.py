@@ -191,7 +191,7 @@ def converge_once(
             manifest, location = resolve(spec, cfg, dest=dest, cache=cache)
             readiness = state.check_ready(dest)
             if readiness.ready and readiness.fingerprint == manifest.fingerprint:
-                status = state.status(dest)
+                status = state.status(dest, deep=False)  # every file was just checked above
             else:
                 say(f"{spec.name}: staging {len(manifest.files)} files from {location} into {dest}")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -142,6 +143,34 @@ def is_staged_dataset(dest: str | os.PathLike[str]) -> str | None:
     return None
 
 
+_HEAD_FINGERPRINT = re.compile(rb'\n  "fingerprint": "([0-9a-f]{64})",\n')
+
+
+def manifest_fingerprint(path: Path) -> str | None:
+    """The fingerprint of the manifest being staged. Manifest.render puts it in the first lines, so the
+    prolog and each daemon round read a few hundred bytes, not a million entries; a file laid out any
+    other way is read whole."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        head = os.pread(fd, 4096, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    files_at = head.find(b'"files"')
+    m = _HEAD_FINGERPRINT.search(head)
+    if m and head.startswith(b"{\n") and (files_at < 0 or m.start() < files_at):
+        return m.group(1).decode()
+    data = read_json_or_none(path)
+    fp = data.get("fingerprint") if isinstance(data, dict) else None
+    return fp if isinstance(fp, str) else None
+
+
 @dataclass
 class Readiness:
     ready: bool
@@ -168,8 +197,7 @@ def check_ready(dest: str | os.PathLike[str], deep: bool = True) -> Readiness:
     fp = marker.get("fingerprint", "")
     if not isinstance(fp, str):
         return Readiness(False, "READY marker holds no fingerprint")
-    manifest = read_json_or_none(meta / "manifest.json")
-    if not isinstance(manifest, dict) or manifest.get("fingerprint") != fp:
+    if manifest_fingerprint(meta / "manifest.json") != fp:
         return Readiness(False, "READY marker does not match the manifest being staged", fp)
     if deep:
         files = marker.get("files")

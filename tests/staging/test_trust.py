@@ -407,3 +407,20 @@ def test_stage_manifest_names_only_valid_datasets(tmp_path):
     assert mf.load(tmp_path / "M.json").name == ""
     r = run_cli("stage", "run", str(tmp_path / "M.json"), "--dest", str(tmp_path / "D"))
     assert r.returncode == 0 and (tmp_path / "D/a.ds").read_bytes() == b"x", r.stderr
+
+
+def test_readiness_reads_the_fingerprint_from_the_manifest_head(world, monkeypatch):
+    """The prolog and each daemon round decide READY without parsing the staged manifest's entries."""
+    _, manifest, env, root = world
+    assert run_cli("stage", "run", str(manifest), env=env).returncode == 0
+    whole_reads: list[Path] = []
+    real = state.read_json_or_none
+
+    def spy(path):
+        if path.name == "manifest.json":
+            whole_reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(state, "read_json_or_none", spy)
+    assert state.check_ready(root / "fw").ready
+    assert whole_reads == []
