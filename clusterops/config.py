@@ -361,7 +361,7 @@ def _merge_env(cfg: Config, env: typing.Mapping[str, str]) -> None:
 def _section(cfg: Config, name: str, origin: str) -> Any:
     names = [f.name for f in dataclasses.fields(cfg) if not f.metadata.get("internal")]
     if name not in names:
-        raise ConfigError(f"{origin}: unknown section '{name}' (known: {', '.join(names)})")
+        raise ConfigError(f"{origin}: unknown section {_show(name, False)} (known: {', '.join(names)})")
     return getattr(cfg, name)
 
 
@@ -369,7 +369,7 @@ def _assign(section: Any, section_name: str, key: str, value: Any, origin: str, 
     hints = typing.get_type_hints(type(section))
     if key not in hints:
         known = ", ".join(sorted(hints))
-        raise ConfigError(f"{origin}: unknown key '{section_name}.{key}' (known: {known})")
+        raise ConfigError(f"{origin}: unknown key {_show(f'{section_name}.{key}', False)} (known: {known})")
     name = f"{section_name}.{key}"
     shown = _secret_key(section, key)
     where = f"{origin}: key '{name}'"
