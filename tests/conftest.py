@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,22 @@ from clusterops.proc import poll_until
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "clusterops"]
 TRACEBACK = "Traceback (most recent call last)"
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int):
+    """Fail one property-test case, instead of hanging the suite, when it runs past `seconds`."""
+
+    def expired(signum, frame):
+        raise AssertionError(f"one case ran past {seconds}s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = False):

@@ -4,8 +4,6 @@ hands them, the outcome is a typed record or our own one-line error, never anyth
 from __future__ import annotations
 
 import json
-import signal
-from contextlib import contextmanager
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,25 +11,10 @@ from hypothesis import strategies as st
 from clusterops.checkpoint.layout import FORMAT, Manifest, parse_step
 from clusterops.checkpoint.remote import Latest, parse_latest
 from clusterops.errors import ClusteropsError
+from tests.conftest import time_limit
 
 LIMIT_S = 2  # per case: a parser that needs longer on a few KiB is a bug
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@contextmanager
-def _time_limit(seconds: int):
-    """Fail the case (instead of hanging the suite) when the parser runs past `seconds`."""
-
-    def expired(signum, frame):
-        raise AssertionError(f"parser ran past {seconds}s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 json_values = st.recursive(
@@ -83,7 +66,7 @@ manifests = st.fixed_dictionaries(
 
 
 def _check_manifest(data: bytes) -> None:
-    with _time_limit(LIMIT_S):
+    with time_limit(LIMIT_S):
         try:
             m = Manifest.from_bytes(data, "fuzz")
         except ClusteropsError as e:
@@ -123,7 +106,7 @@ latests = st.dictionaries(
 
 
 def _check_latest(data: bytes) -> None:
-    with _time_limit(LIMIT_S):
+    with time_limit(LIMIT_S):
         try:
             latest = parse_latest(data, "fuzz")
         except ClusteropsError as e:

@@ -4,37 +4,22 @@ exception, never a hang, and never a secret in the message."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import math
-import signal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clusterops import config
 from clusterops.errors import ConfigError
+from tests.conftest import time_limit
 
 CASE_LIMIT_S = 5  # per generated case: a hang is a failure, not a stuck suite
 DEFAULTS = config.Config().to_dict(redact=False)
 KEYS = [(s, k) for s, values in DEFAULTS.items() for k in values]
 SECRET_MARK = "s3cr3tMARK"
 SECRET_KEYS = {("s3", "access_key_id"), ("s3", "secret_access_key")}
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int):
-    def expired(signum, frame):
-        raise TimeoutError(f"one case ran past {seconds}s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 scalars = st.one_of(
